@@ -1,0 +1,52 @@
+//! kiln-envd: the daemon that runs first inside every sandbox.
+//!
+//! It is the sandbox's only door: the host reaches it over a unix socket
+//! bind-mounted from a directory only Kiln can read, authenticated with a
+//! per-sandbox token. Everything the server does to a sandbox — files,
+//! commands, the dev server, the preview — goes through this API, whose
+//! contract lives in [`kiln_types::envd`].
+
+pub mod auth;
+pub mod devserver;
+pub mod error;
+pub mod exec;
+pub mod files;
+pub mod proxy;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use error::EnvdError;
+
+/// envd's own version, reported by `/v1/health`.
+pub const ENVD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub token: Arc<str>,
+    pub app: Arc<files::AppDir>,
+    pub dev: devserver::DevServer,
+    pub started: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub app_dir: PathBuf,
+    pub token: String,
+    pub dev_server: bool,
+    pub dev_port: u16,
+}
+
+/// Serves the API on `config.socket` until the process is killed.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let app = Arc::new(files::AppDir::open(&config.app_dir)?);
+    let dev = devserver::DevServer::new(config.app_dir.clone(), config.dev_port, config.dev_server);
+    let state = AppState { token: config.token.into(), app, dev, started: Instant::now() };
+    let _ = std::fs::remove_file(&config.socket);
+    let listener = tokio::net::UnixListener::bind(&config.socket)?;
+    tracing::info!(socket = %config.socket.display(), "kiln-envd listening");
+    axum::serve(listener, routes::router(state)).await
+}

@@ -1,0 +1,11 @@
+//! Types that cross Kiln's process boundaries.
+//!
+//! Anything that two processes must agree on lives here exactly once: the
+//! sandbox lifecycle (which the store mirrors) and the envd wire contract
+//! (which envd serves and the runtime's client speaks). Keeping them in one
+//! crate is what lets a test on one side prove the other side's assumptions.
+
+pub mod envd;
+pub mod sandbox;
+
+pub use sandbox::{Limits, SandboxId, SandboxIdError, SandboxInfo, SandboxSpec, SandboxState};
