@@ -10,8 +10,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use subtle::ConstantTimeEq;
 
-use crate::error::EnvdError;
 use crate::AppState;
+use crate::error::EnvdError;
 
 pub async fn require_token(
     State(state): State<AppState>,
@@ -25,5 +25,9 @@ pub async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let ok: bool = given.as_bytes().ct_eq(state.token.as_bytes()).into();
-    if ok && !state.token.is_empty() { Ok(next.run(req).await) } else { Err(EnvdError::Unauthorized) }
+    if ok && !state.token.is_empty() {
+        Ok(next.run(req).await)
+    } else {
+        Err(EnvdError::Unauthorized)
+    }
 }

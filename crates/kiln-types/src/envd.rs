@@ -134,14 +134,25 @@ pub const DEFAULT_EXEC_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ExecEvent {
-    Started { pid: u32 },
+    Started {
+        pid: u32,
+    },
     /// Output bytes, base64 so any byte sequence survives.
-    Stdout { b64: String },
-    Stderr { b64: String },
+    Stdout {
+        b64: String,
+    },
+    Stderr {
+        b64: String,
+    },
     /// Last event. `code` is the exit code, or 128+signal if killed.
-    Exit { code: i32, timed_out: bool },
+    Exit {
+        code: i32,
+        timed_out: bool,
+    },
     /// The command could not be started at all.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

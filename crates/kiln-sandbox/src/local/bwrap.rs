@@ -1,0 +1,293 @@
+//! The bubblewrap command line for one sandbox.
+//!
+//! Why bubblewrap: Debian ships it, it is small and audited, and it sets up
+//! user, mount, pid, ipc, uts, net and cgroup namespaces in ~8 ms. Doing the
+//! same with `unshare` from a multithreaded tokio process is not possible, and
+//! a re-exec'd helper of our own would re-implement bwrap. Its only gap here
+//! (0.8 has no `--overlay`) is covered by mounting the overlay on the host,
+//! which we need anyway: versions are committed from the host's view of /app.
+//!
+//! bwrap runs as the unprivileged sandbox uid, so the host hands it every
+//! private path as an already-open file descriptor (`--bind-fd`): the sandbox
+//! uid never needs, and never gets, permission to walk Kiln's data directory.
+
+use std::path::{Path, PathBuf};
+
+/// File descriptors the child finds at these numbers.
+pub const FD_APP: i32 = 100;
+pub const FD_RUN: i32 = 101;
+pub const FD_ENVD: i32 = 102;
+pub const FD_INFO: i32 = 103;
+/// First of the `--ro-bind-data` files (see [`etc_files`]).
+pub const FD_ETC_BASE: i32 = 110;
+
+/// Where envd's binary appears inside the sandbox.
+pub const ENVD_PATH: &str = "/opt/kiln/kiln-envd";
+
+/// Host `/etc` entries that programs in the sandbox need (TLS roots, fonts
+/// for Chromium, the loader cache). Nothing else of `/etc` is visible.
+pub const ETC_ALLOW: &[&str] = &[
+    "ld.so.cache",
+    "ssl",
+    "ca-certificates",
+    "fonts",
+    "alternatives",
+    "chromium",
+    "chromium.d",
+    "localtime",
+    "mime.types",
+    "os-release",
+];
+
+/// The synthesized `/etc` files, in fd order from [`FD_ETC_BASE`].
+pub fn etc_files(uid: u32) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "passwd",
+            format!(
+                "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\napp:x:{uid}:{uid}:Kiln app:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
+        (
+            "group",
+            format!("root:x:0:\napp:x:{uid}:\nnogroup:x:65534:\n"),
+        ),
+        (
+            "hosts",
+            "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 kiln\n"
+                .into(),
+        ),
+        ("hostname", "kiln\n".into()),
+        (
+            "nsswitch.conf",
+            "passwd: files\ngroup: files\nhosts: files dns\n".into(),
+        ),
+        ("resolv.conf", String::new()),
+    ]
+}
+
+/// What varies between sandboxes and hosts.
+#[derive(Debug, Clone)]
+pub struct BwrapPlan {
+    pub sandbox_id: String,
+    pub uid: u32,
+    /// `/etc` entries from [`ETC_ALLOW`] that exist on this host.
+    pub etc_present: Vec<String>,
+    /// Top-level directories that are symlinks into /usr on this host
+    /// (`/bin -> usr/bin` on merged-/usr systems): (name, target).
+    pub usr_links: Vec<(String, String)>,
+    /// Top-level directories that are real on this host and must be bound.
+    pub usr_dirs: Vec<String>,
+    /// Extra read-only paths (e.g. a Node installed outside /usr).
+    pub extra_ro: Vec<PathBuf>,
+    pub dev_server: bool,
+}
+
+impl BwrapPlan {
+    /// Reads the host's layout of `/bin`, `/lib`… and `/etc`.
+    pub fn for_host(
+        sandbox_id: &str,
+        uid: u32,
+        extra_ro: Vec<PathBuf>,
+        dev_server: bool,
+    ) -> BwrapPlan {
+        let mut usr_links = Vec::new();
+        let mut usr_dirs = Vec::new();
+        for d in ["bin", "sbin", "lib", "lib64", "lib32", "libx32"] {
+            let p = Path::new("/").join(d);
+            match std::fs::read_link(&p) {
+                Ok(t) => usr_links.push((d.to_owned(), t.to_string_lossy().into_owned())),
+                Err(_) if p.is_dir() => usr_dirs.push(d.to_owned()),
+                Err(_) => {}
+            }
+        }
+        let etc_present = ETC_ALLOW
+            .iter()
+            .filter(|e| Path::new("/etc").join(e).exists())
+            .map(|e| (*e).to_owned())
+            .collect();
+        BwrapPlan {
+            sandbox_id: sandbox_id.to_owned(),
+            uid,
+            etc_present,
+            usr_links,
+            usr_dirs,
+            extra_ro,
+            dev_server,
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| (*s).to_owned()));
+        push(&[
+            "--unshare-user",
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup",
+            "--disable-userns",
+            "--new-session",
+            "--hostname",
+            "kiln",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/local/bin:/usr/bin:/bin",
+            "--setenv",
+            "HOME",
+            "/tmp",
+            "--setenv",
+            "LANG",
+            "C.UTF-8",
+            "--setenv",
+            "TMPDIR",
+            "/tmp",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]);
+        let uid = self.uid.to_string();
+        a.extend([
+            "--uid".into(),
+            uid.clone(),
+            "--gid".into(),
+            uid,
+            "--setenv".into(),
+            "KILN_SANDBOX_ID".into(),
+            self.sandbox_id.clone(),
+        ]);
+        for (name, target) in &self.usr_links {
+            a.extend(["--symlink".into(), target.clone(), format!("/{name}")]);
+        }
+        for d in &self.usr_dirs {
+            a.extend(["--ro-bind".into(), format!("/{d}"), format!("/{d}")]);
+        }
+        for p in &self.extra_ro {
+            let s = p.to_string_lossy().into_owned();
+            a.extend(["--ro-bind".into(), s.clone(), s]);
+        }
+        a.extend(
+            [
+                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
+                "--dir", "/etc",
+            ]
+            .map(String::from),
+        );
+        for (i, (name, _)) in etc_files(self.uid).iter().enumerate() {
+            a.extend([
+                "--ro-bind-data".into(),
+                (FD_ETC_BASE + i as i32).to_string(),
+                format!("/etc/{name}"),
+            ]);
+        }
+        for e in &self.etc_present {
+            a.extend(["--ro-bind".into(), format!("/etc/{e}"), format!("/etc/{e}")]);
+        }
+        a.extend(
+            [
+                "--bind-fd",
+                &FD_APP.to_string(),
+                kiln_types::envd::APP_DIR,
+                "--bind-fd",
+                &FD_RUN.to_string(),
+                kiln_types::envd::RUN_DIR,
+                "--ro-bind-fd",
+                &FD_ENVD.to_string(),
+                ENVD_PATH,
+                "--info-fd",
+                &FD_INFO.to_string(),
+                "--remount-ro",
+                "/",
+                "--chdir",
+                kiln_types::envd::APP_DIR,
+                "--",
+                ENVD_PATH,
+            ]
+            .map(String::from),
+        );
+        if self.dev_server {
+            a.push("--dev-server".into());
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> BwrapPlan {
+        BwrapPlan {
+            sandbox_id: "abc".into(),
+            uid: 61000,
+            etc_present: vec!["ssl".into()],
+            usr_links: vec![("bin".into(), "usr/bin".into())],
+            usr_dirs: vec![],
+            extra_ro: vec![],
+            dev_server: true,
+        }
+    }
+
+    #[test]
+    fn every_namespace_is_unshared_and_nested_userns_is_disabled() {
+        let a = plan().args();
+        for ns in [
+            "--unshare-user",
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup",
+            "--disable-userns",
+        ] {
+            assert!(a.iter().any(|x| x == ns), "{ns} missing");
+        }
+        assert!(!a.iter().any(|x| x == "--share-net"));
+    }
+
+    #[test]
+    fn host_secrets_are_never_bound() {
+        let a = plan().args().join(" ");
+        for forbidden in [
+            "/root",
+            "/home",
+            "/work",
+            "/var",
+            "/etc/shadow",
+            "--bind / ",
+        ] {
+            assert!(!a.contains(forbidden), "{forbidden} appears in {a}");
+        }
+        // /etc is synthesized, with only allow-listed host entries.
+        assert!(a.contains("--ro-bind /etc/ssl /etc/ssl"));
+        assert!(a.contains("--dir /etc"));
+    }
+
+    #[test]
+    fn private_paths_come_in_as_descriptors_and_root_is_read_only() {
+        let a = plan().args();
+        let s = a.join(" ");
+        assert!(s.contains(&format!("--bind-fd {FD_APP} /app")));
+        assert!(s.contains(&format!("--bind-fd {FD_RUN} /run/kiln")));
+        assert!(s.contains(&format!("--ro-bind-fd {FD_ENVD} {ENVD_PATH}")));
+        let remount = a.iter().position(|x| x == "--remount-ro").unwrap();
+        let last_mount = a
+            .iter()
+            .rposition(|x| x.starts_with("--bind") || x.starts_with("--ro-bind"))
+            .unwrap();
+        assert!(
+            remount > last_mount,
+            "root must be made read-only after the last mount"
+        );
+        assert_eq!(a.last().unwrap(), "--dev-server");
+    }
+
+    #[test]
+    fn synthesized_passwd_names_the_sandbox_uid() {
+        let files = etc_files(61000);
+        assert!(files[0].1.contains("app:x:61000:61000"));
+        assert_eq!(files.len() as i32, 6);
+    }
+}

@@ -1,0 +1,53 @@
+//! The sandbox provider trait: what callers (the pool, the CLI, the server)
+//! may ask of any backend. The local namespace backend implements it today; a
+//! microVM or Kubernetes backend can follow without touching callers.
+
+use async_trait::async_trait;
+use kiln_types::{SandboxId, SandboxInfo, SandboxSpec};
+
+use crate::envd_client::{Endpoint, EnvdClient};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("no sandbox {0}")]
+    NotFound(SandboxId),
+    #[error("the app template is not built: run `kiln template build`")]
+    TemplateMissing,
+    #[error("sandbox {id} did not come up: {reason}")]
+    Boot { id: SandboxId, reason: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("sandbox runtime I/O failed while {context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Envd(#[from] crate::envd_client::ClientError),
+}
+
+impl ProviderError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProviderError {
+        let context = context.into();
+        move |source| ProviderError::Io { context, source }
+    }
+}
+
+/// A sandbox that was just created: its description and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub info: SandboxInfo,
+    pub endpoint: Endpoint,
+}
+
+#[async_trait]
+pub trait SandboxProvider: Send + Sync {
+    /// Creates a sandbox from `spec` and returns once its envd answers.
+    async fn create(&self, spec: &SandboxSpec) -> Result<Created, ProviderError>;
+    /// Kills every process of the sandbox and removes all it left behind.
+    /// Killing an unknown id is `NotFound`; killing twice is harmless.
+    async fn kill(&self, id: &SandboxId) -> Result<(), ProviderError>;
+    async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError>;
+    /// A client for the sandbox's envd.
+    async fn connect(&self, id: &SandboxId) -> Result<EnvdClient, ProviderError>;
+}

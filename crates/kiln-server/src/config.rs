@@ -1,0 +1,341 @@
+//! Configuration: a TOML file plus `KILN_*` environment variables; the
+//! environment wins. An invalid value stops start-up with a message that
+//! names the setting — never a silent default.
+//!
+//! | setting | env | TOML | default |
+//! |---|---|---|---|
+//! | data directory | `KILN_DATA_DIR` | `data_dir` | `/var/lib/kiln` |
+//! | listen address | `KILN_LISTEN` | `listen` | `127.0.0.1:8080` |
+//! | sandbox memory (MiB) | `KILN_SANDBOX_MEMORY_MIB` | `sandbox.memory_mib` | 2048 |
+//! | sandbox tasks | `KILN_SANDBOX_PIDS` | `sandbox.pids` | 1024 |
+//! | sandbox CPU (millicores) | `KILN_SANDBOX_CPU_MILLICORES` | `sandbox.cpu_millicores` | 1000 |
+//! | sandbox uid | `KILN_SANDBOX_UID` | `sandbox.uid` | 61000 |
+//! | envd binary | `KILN_ENVD_BIN` | `sandbox.envd_bin` | `kiln-envd` next to `kiln` |
+//!
+//! The file is `KILN_CONFIG` if set, else `<data dir>/kiln.toml` if present.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kiln_sandbox::LocalConfig;
+use kiln_types::{Limits, SandboxSpec};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0} is not valid: {1}")]
+    Parse(PathBuf, String),
+    #[error("invalid {name}={value:?}: {why}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub sandbox: SandboxConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    pub limits: Limits,
+    pub uid: u32,
+    pub envd_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    #[serde(default)]
+    sandbox: FileSandbox,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSandbox {
+    memory_mib: Option<u64>,
+    pids: Option<u64>,
+    cpu_millicores: Option<u64>,
+    uid: Option<u32>,
+    envd_bin: Option<PathBuf>,
+}
+
+/// Where settings come from; a seam so tests need not touch the process env.
+pub trait Env {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(
+    name: &'static str,
+    raw: &str,
+    min: u64,
+    max: u64,
+) -> Result<T, ConfigError>
+where
+    T: TryFrom<u64>,
+{
+    let v: u64 = raw.trim().parse().map_err(|_| ConfigError::Invalid {
+        name,
+        value: raw.into(),
+        why: "not a non-negative integer".into(),
+    })?;
+    if v < min || v > max {
+        return Err(ConfigError::Invalid {
+            name,
+            value: raw.into(),
+            why: format!("must be between {min} and {max}"),
+        });
+    }
+    T::try_from(v).map_err(|_| ConfigError::Invalid {
+        name,
+        value: raw.into(),
+        why: "out of range".into(),
+    })
+}
+
+impl Config {
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::load_from(&ProcessEnv)
+    }
+
+    pub fn load_from(env: &dyn Env) -> Result<Config, ConfigError> {
+        let env_data_dir = env.get("KILN_DATA_DIR").map(PathBuf::from);
+        let file_path = env.get("KILN_CONFIG").map(PathBuf::from).or_else(|| {
+            let p = env_data_dir
+                .clone()
+                .unwrap_or_else(default_data_dir)
+                .join("kiln.toml");
+            p.exists().then_some(p)
+        });
+        let file = match &file_path {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::Parse(p.clone(), e.to_string()))?
+            }
+            None => FileConfig::default(),
+        };
+
+        let data_dir = env_data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir);
+        if !data_dir.is_absolute() {
+            return Err(ConfigError::Invalid {
+                name: "KILN_DATA_DIR",
+                value: data_dir.display().to_string(),
+                why: "must be an absolute path".into(),
+            });
+        }
+        let listen_raw = env
+            .get("KILN_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
+            name: "KILN_LISTEN",
+            value: listen_raw.clone(),
+            why: "expected host:port, e.g. 127.0.0.1:8080".into(),
+        })?;
+
+        let d = Limits::default();
+        let num = |name: &'static str,
+                   file_v: Option<u64>,
+                   default: u64,
+                   min: u64,
+                   max: u64|
+         -> Result<u64, ConfigError> {
+            match env.get(name) {
+                Some(raw) => parse_num(name, &raw, min, max),
+                None => match file_v {
+                    Some(v) => parse_num(name, &v.to_string(), min, max),
+                    None => Ok(default),
+                },
+            }
+        };
+        let limits = Limits {
+            memory_mib: num(
+                "KILN_SANDBOX_MEMORY_MIB",
+                file.sandbox.memory_mib,
+                d.memory_mib,
+                64,
+                1 << 20,
+            )?,
+            pids: num("KILN_SANDBOX_PIDS", file.sandbox.pids, d.pids, 16, 1 << 22)?,
+            cpu_millicores: num(
+                "KILN_SANDBOX_CPU_MILLICORES",
+                file.sandbox.cpu_millicores,
+                d.cpu_millicores,
+                10,
+                1 << 20,
+            )?,
+        };
+        let uid = num(
+            "KILN_SANDBOX_UID",
+            file.sandbox.uid.map(u64::from),
+            kiln_sandbox::local::DEFAULT_SANDBOX_UID.into(),
+            1000,
+            65533,
+        )? as u32;
+        let envd_bin = env
+            .get("KILN_ENVD_BIN")
+            .map(PathBuf::from)
+            .or(file.sandbox.envd_bin);
+        Ok(Config {
+            data_dir,
+            listen,
+            sandbox: SandboxConfig {
+                limits,
+                uid,
+                envd_bin,
+            },
+        })
+    }
+
+    /// The spec app sandboxes are created with.
+    pub fn app_spec(&self) -> SandboxSpec {
+        SandboxSpec {
+            limits: self.sandbox.limits.clone(),
+            ..SandboxSpec::app()
+        }
+    }
+
+    /// The `kiln-envd` binary: configured, or next to the running executable.
+    pub fn envd_bin(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.sandbox.envd_bin {
+            return Some(p.clone());
+        }
+        let exe = std::env::current_exe().ok()?;
+        // Next to `kiln`, or one level up for test binaries in target/*/deps.
+        let dir = exe.parent()?;
+        [dir.join("kiln-envd"), dir.parent()?.join("kiln-envd")]
+            .into_iter()
+            .find(|p| p.exists())
+    }
+
+    pub fn local(&self) -> Option<LocalConfig> {
+        Some(LocalConfig {
+            data_dir: self.data_dir.clone(),
+            envd_bin: self.envd_bin()?,
+            uid: self.sandbox.uid,
+            extra_ro: node_outside_usr(),
+        })
+    }
+}
+
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/kiln")
+}
+
+/// If `node` lives outside /usr (e.g. /opt/node), its prefix must be bound
+/// into sandboxes too.
+fn node_outside_usr() -> Vec<PathBuf> {
+    let Ok(path) = std::env::var("PATH") else {
+        return vec![];
+    };
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("node");
+        if let Ok(real) = std::fs::canonicalize(&candidate) {
+            if real.starts_with("/usr") {
+                return vec![];
+            }
+            // <prefix>/bin/node → bind <prefix>
+            return real
+                .parent()
+                .and_then(Path::parent)
+                .map(|p| vec![p.to_owned()])
+                .unwrap_or_default();
+        }
+    }
+    vec![]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_without_any_setting() {
+        let c = Config::load_from(&[("KILN_DATA_DIR", "/tmp/kiln-test-none")]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.sandbox.limits, Limits::default());
+        assert_eq!(c.sandbox.uid, 61000);
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[sandbox]\nmemory_mib = 512\npids = 100\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = Config::load_from(&[
+            ("KILN_CONFIG", f),
+            ("KILN_DATA_DIR", "/tmp/x"),
+            ("KILN_SANDBOX_PIDS", "200"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.sandbox.limits.memory_mib, 512);
+        assert_eq!(c.sandbox.limits.pids, 200);
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        for (k, v) in [
+            ("KILN_SANDBOX_PIDS", "-1"),
+            ("KILN_SANDBOX_MEMORY_MIB", "lots"),
+            ("KILN_LISTEN", "8080"),
+            ("KILN_SANDBOX_UID", "0"),
+            ("KILN_DATA_DIR", "rel/dir"),
+        ] {
+            let env = [("KILN_DATA_DIR", "/tmp/x"), (k, v)];
+            let env = if k == "KILN_DATA_DIR" {
+                [(k, v), ("X", "")]
+            } else {
+                env
+            };
+            let err = Config::load_from(&env).unwrap_err().to_string();
+            assert!(err.contains(k), "{err} does not name {k}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "listen_addr = \"x\"\n").unwrap();
+        let err = Config::load_from(&[
+            ("KILN_CONFIG", file.to_str().unwrap()),
+            ("KILN_DATA_DIR", "/tmp/x"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+}
