@@ -158,6 +158,9 @@ pub async fn build(
     let hash = spec_hash(&files, &runtime_version(), spec);
     let data_dir = provider.config().data_dir.clone();
     let dir = root(&data_dir).join(&hash);
+    std::fs::create_dir_all(root(&data_dir)).map_err(io("creating the template directory"))?;
+    // Two processes (a CLI and a server, or parallel tests) may build at once.
+    let _lock = lock(&root(&data_dir).join(".lock")).await?;
     if dir.join("ready").exists() {
         set_current(&data_dir, &hash)?;
         return Ok(BuildReport {
@@ -250,6 +253,27 @@ async fn warm(provider: &LocalProvider, app: &Path) -> Result<usize, TemplateErr
     .await;
     provider.kill(&created.info.id).await?;
     result
+}
+
+/// An exclusive lock held until the returned file is dropped.
+async fn lock(path: &Path) -> Result<std::fs::File, TemplateError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io("opening the template lock"))?;
+    tokio::task::spawn_blocking(move || {
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map(|()| f)
+            .map_err(std::io::Error::from)
+    })
+    .await
+    .map_err(|e| TemplateError::Io {
+        context: "waiting for the template lock",
+        source: std::io::Error::other(e),
+    })?
+    .map_err(io("waiting for the template lock"))
 }
 
 fn set_current(data_dir: &Path, hash: &str) -> Result<(), TemplateError> {

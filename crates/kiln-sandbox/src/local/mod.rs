@@ -258,7 +258,8 @@ impl LocalProvider {
         Ok(())
     }
 
-    fn kill_blocking(&self, id: &SandboxId) -> Result<(), ProviderError> {
+    /// Synchronous kill, for drop guards and blocking contexts.
+    pub fn kill_blocking(&self, id: &SandboxId) -> Result<(), ProviderError> {
         let dirs = self.dirs(id);
         if !dirs.root.exists() {
             return Err(ProviderError::NotFound(id.clone()));

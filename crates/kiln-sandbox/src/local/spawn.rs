@@ -90,8 +90,11 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     })
     .await
     .map_err(std::io::Error::other)??;
-    // tokio reaps the monitor process when it exits; we never wait on it.
-    drop(child);
+    // Reap bwrap's monitor process as soon as it exits, or every killed
+    // sandbox would leave a zombie until tokio's lazy orphan reaper runs.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
     let v: serde_json::Value = serde_json::from_str(info.trim())
         .map_err(|e| std::io::Error::other(format!("bwrap info {info:?}: {e}")))?;
     v.get("child-pid")
