@@ -13,11 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 use crate::error::EnvdError;
 
-pub async fn require_token(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, EnvdError> {
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, EnvdError> {
     let given = req
         .headers()
         .get(kiln_types::envd::AUTH_HEADER)
@@ -25,9 +21,5 @@ pub async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let ok: bool = given.as_bytes().ct_eq(state.token.as_bytes()).into();
-    if ok && !state.token.is_empty() {
-        Ok(next.run(req).await)
-    } else {
-        Err(EnvdError::Unauthorized)
-    }
+    if ok && !state.token.is_empty() { Ok(next.run(req).await) } else { Err(EnvdError::Unauthorized) }
 }

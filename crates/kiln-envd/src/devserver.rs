@@ -37,26 +37,10 @@ struct Inner {
 impl DevServer {
     /// A supervisor; `enabled = false` reports `Disabled` and starts nothing.
     pub fn new(app_dir: PathBuf, port: u16, enabled: bool) -> DevServer {
-        let state = if enabled {
-            DevServerState::Starting
-        } else {
-            DevServerState::Disabled
-        };
-        let (status, _) = watch::channel(DevServerStatus {
-            state,
-            port,
-            pid: None,
-            restarts: 0,
-            log_tail: vec![],
-        });
+        let state = if enabled { DevServerState::Starting } else { DevServerState::Disabled };
+        let (status, _) = watch::channel(DevServerStatus { state, port, pid: None, restarts: 0, log_tail: vec![] });
         let ds = DevServer {
-            inner: Arc::new(Inner {
-                app_dir,
-                port,
-                status,
-                logs: Mutex::new(VecDeque::new()),
-                restart: Notify::new(),
-            }),
+            inner: Arc::new(Inner { app_dir, port, status, logs: Mutex::new(VecDeque::new()), restart: Notify::new() }),
         };
         if enabled {
             let me = ds.clone();
@@ -74,8 +58,7 @@ impl DevServer {
     /// Waits until the dev server is ready or `timeout` passes.
     pub async fn wait_ready(&self, timeout: Duration) {
         let mut rx = self.inner.status.subscribe();
-        let _ =
-            tokio::time::timeout(timeout, rx.wait_for(|s| s.state == DevServerState::Ready)).await;
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| s.state == DevServerState::Ready)).await;
     }
 
     /// Kills the running dev server; the supervisor starts a new one at once.
@@ -140,10 +123,7 @@ impl DevServer {
         };
         let pid = child.id();
         self.set(|s| s.pid = pid);
-        self.log(format!(
-            "[kiln-envd] started vite (pid {})",
-            pid.unwrap_or(0)
-        ));
+        self.log(format!("[kiln-envd] started vite (pid {})", pid.unwrap_or(0)));
         self.pump(child.stdout.take());
         self.pump(child.stderr.take());
         let probe = self.probe_until_ready();

@@ -10,9 +10,7 @@ pub enum EnvdError {
     Unauthorized,
     #[error("bad request: {0}")]
     BadRequest(String),
-    #[error(
-        "path {0:?} is not inside /app (absolute paths, `..` and symlinks that leave /app are refused)"
-    )]
+    #[error("path {0:?} is not inside /app (absolute paths, `..` and symlinks that leave /app are refused)")]
     PathEscapes(String),
     #[error("{0:?} does not exist")]
     NotFound(String),
@@ -51,13 +49,6 @@ impl IntoResponse for EnvdError {
         } else {
             self.to_string()
         };
-        (
-            status,
-            axum::Json(ErrorBody {
-                error,
-                code: code.to_owned(),
-            }),
-        )
-            .into_response()
+        (status, axum::Json(ErrorBody { error, code: code.to_owned() })).into_response()
     }
 }

@@ -25,10 +25,7 @@ pub fn validate(req: &ExecRequest) -> Result<(), EnvdError> {
     let nul = |s: &str| s.contains('\0');
     if nul(&req.cmd)
         || req.args.iter().any(|a| nul(a))
-        || req
-            .env
-            .iter()
-            .any(|(k, v)| nul(k) || nul(v) || k.contains('='))
+        || req.env.iter().any(|(k, v)| nul(k) || nul(v) || k.contains('='))
     {
         return Err(EnvdError::BadRequest(
             "cmd, args and env may not contain NUL; env names may not contain '='".into(),
@@ -38,8 +35,7 @@ pub fn validate(req: &ExecRequest) -> Result<(), EnvdError> {
         return Err(EnvdError::BadRequest("timeout_ms must be positive".into()));
     }
     if let Some(s) = &req.stdin_b64 {
-        B64.decode(s)
-            .map_err(|e| EnvdError::BadRequest(format!("stdin_b64 is not base64: {e}")))?;
+        B64.decode(s).map_err(|e| EnvdError::BadRequest(format!("stdin_b64 is not base64: {e}")))?;
     }
     Ok(())
 }
@@ -64,18 +60,9 @@ pub fn spawn(req: ExecRequest, default_cwd: &std::path::Path) -> mpsc::Receiver<
 async fn run(req: ExecRequest, default_cwd: &std::path::Path, tx: mpsc::Sender<Bytes>) {
     let mut cmd = Command::new(&req.cmd);
     cmd.args(&req.args)
-        .current_dir(
-            req.cwd
-                .as_deref()
-                .map(std::path::Path::new)
-                .unwrap_or(default_cwd),
-        )
+        .current_dir(req.cwd.as_deref().map(std::path::Path::new).unwrap_or(default_cwd))
         .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if req.stdin_b64.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if req.stdin_b64.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -83,11 +70,7 @@ async fn run(req: ExecRequest, default_cwd: &std::path::Path, tx: mpsc::Sender<B
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let _ = tx
-                .send(line(&ExecEvent::Error {
-                    message: format!("cannot start {:?}: {e}", req.cmd),
-                }))
-                .await;
+            let _ = tx.send(line(&ExecEvent::Error { message: format!("cannot start {:?}: {e}", req.cmd) })).await;
             return;
         }
     };
@@ -119,9 +102,7 @@ async fn run(req: ExecRequest, default_cwd: &std::path::Path, tx: mpsc::Sender<B
     kill_group(pid);
     let _ = tokio::join!(out, err);
     let code = match status {
-        Ok(s) => s.code().unwrap_or_else(|| {
-            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
-        }),
+        Ok(s) => s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
         Err(_) => -1,
     };
     let _ = tx.send(line(&ExecEvent::Exit { code, timed_out })).await;
@@ -140,11 +121,7 @@ fn pump<R: AsyncRead + Unpin + Send + 'static>(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let b64 = B64.encode(&buf[..n]);
-                    let ev = if stdout {
-                        ExecEvent::Stdout { b64 }
-                    } else {
-                        ExecEvent::Stderr { b64 }
-                    };
+                    let ev = if stdout { ExecEvent::Stdout { b64 } } else { ExecEvent::Stderr { b64 } };
                     if tx.send(line(&ev)).await.is_err() {
                         break;
                     }

@@ -13,9 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use kiln_types::envd::{
-    FileEntry, FileKind, FileList, MAX_FILE_BYTES, MAX_LIST_ENTRIES, WriteResult,
-};
+use kiln_types::envd::{FileEntry, FileKind, FileList, MAX_FILE_BYTES, MAX_LIST_ENTRIES, WriteResult};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
@@ -55,9 +53,7 @@ impl RelPath {
             }
         }
         if clean.as_os_str().is_empty() && !allow_root {
-            return Err(EnvdError::BadRequest(
-                "path is empty: name a file under /app".into(),
-            ));
+            return Err(EnvdError::BadRequest("path is empty: name a file under /app".into()));
         }
         Ok(RelPath(clean))
     }
@@ -86,15 +82,8 @@ fn map_errno(e: Errno, rel: &RelPath) -> EnvdError {
 
 impl AppDir {
     pub fn open(path: &Path) -> std::io::Result<AppDir> {
-        let root = rustix::fs::open(
-            path,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(AppDir {
-            root,
-            path: path.to_owned(),
-        })
+        let root = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(AppDir { root, path: path.to_owned() })
     }
 
     pub fn path(&self) -> &Path {
@@ -102,27 +91,18 @@ impl AppDir {
     }
 
     fn open_beneath(&self, rel: &Path, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
-        let target: &Path = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
+        let target: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
         rustix::fs::openat2(&self.root, target, flags | OFlags::CLOEXEC, mode, resolve())
     }
 
     pub fn read(&self, rel: &RelPath) -> Result<Vec<u8>, EnvdError> {
-        let fd = self
-            .open_beneath(rel.as_path(), OFlags::RDONLY, Mode::empty())
-            .map_err(|e| map_errno(e, rel))?;
+        let fd = self.open_beneath(rel.as_path(), OFlags::RDONLY, Mode::empty()).map_err(|e| map_errno(e, rel))?;
         let st = rustix::fs::fstat(&fd).map_err(|e| map_errno(e, rel))?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             return Err(EnvdError::IsDirectory(rel.display()));
         }
         if st.st_size as u64 > MAX_FILE_BYTES as u64 {
-            return Err(EnvdError::TooLarge {
-                got: st.st_size as u64,
-                max: MAX_FILE_BYTES as u64,
-            });
+            return Err(EnvdError::TooLarge { got: st.st_size as u64, max: MAX_FILE_BYTES as u64 });
         }
         let mut buf = Vec::with_capacity(st.st_size as usize);
         File::from(fd).read_to_end(&mut buf)?;
@@ -161,16 +141,10 @@ impl AppDir {
     /// component that is a symlink is replaced, never followed.
     pub fn write(&self, rel: &RelPath, data: &[u8]) -> Result<WriteResult, EnvdError> {
         if data.len() > MAX_FILE_BYTES {
-            return Err(EnvdError::TooLarge {
-                got: data.len() as u64,
-                max: MAX_FILE_BYTES as u64,
-            });
+            return Err(EnvdError::TooLarge { got: data.len() as u64, max: MAX_FILE_BYTES as u64 });
         }
         let dir = self.parent_dir(rel)?;
-        let name = rel
-            .as_path()
-            .file_name()
-            .ok_or_else(|| EnvdError::BadRequest("path names no file".into()))?;
+        let name = rel.as_path().file_name().ok_or_else(|| EnvdError::BadRequest("path names no file".into()))?;
         let created = match rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                 return Err(EnvdError::IsDirectory(rel.display()));
@@ -200,39 +174,29 @@ impl AppDir {
             let _ = rustix::fs::unlinkat(&dir, tmp, rustix::fs::AtFlags::empty());
             return Err(map_errno(e, rel));
         }
-        Ok(WriteResult {
-            path: rel.display(),
-            bytes: data.len() as u64,
-            created,
-        })
+        Ok(WriteResult { path: rel.display(), bytes: data.len() as u64, created })
     }
 
     /// Deletes a file, a symlink (not its target) or, with `recursive`, a
     /// directory tree.
     pub fn delete(&self, rel: &RelPath, recursive: bool) -> Result<(), EnvdError> {
-        let name = rel
-            .as_path()
-            .file_name()
-            .ok_or_else(|| EnvdError::BadRequest("refusing to delete /app itself".into()))?;
+        let name =
+            rel.as_path().file_name().ok_or_else(|| EnvdError::BadRequest("refusing to delete /app itself".into()))?;
         let parent = rel.as_path().parent().unwrap_or(Path::new(""));
         let dir = self
             .open_beneath(parent, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
             .map_err(|e| map_errno(e, rel))?;
-        let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| map_errno(e, rel))?;
+        let st =
+            rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(|e| map_errno(e, rel))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            return rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
-                .map_err(|e| map_errno(e, rel));
+            return rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()).map_err(|e| map_errno(e, rel));
         }
         if !recursive {
-            return rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::REMOVEDIR).map_err(|e| {
-                match e {
-                    Errno::NOTEMPTY => EnvdError::BadRequest(format!(
-                        "{:?} is a non-empty directory: pass recursive=true",
-                        rel.display()
-                    )),
-                    other => map_errno(other, rel),
+            return rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::REMOVEDIR).map_err(|e| match e {
+                Errno::NOTEMPTY => {
+                    EnvdError::BadRequest(format!("{:?} is a non-empty directory: pass recursive=true", rel.display()))
                 }
+                other => map_errno(other, rel),
             });
         }
         remove_tree(&dir, name).map_err(|e| map_errno(e, rel))
@@ -240,17 +204,10 @@ impl AppDir {
 
     pub fn list(&self, rel: &RelPath, recursive: bool) -> Result<FileList, EnvdError> {
         let fd = self
-            .open_beneath(
-                rel.as_path(),
-                OFlags::DIRECTORY | OFlags::RDONLY,
-                Mode::empty(),
-            )
+            .open_beneath(rel.as_path(), OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
             .map_err(|e| map_errno(e, rel))?;
-        let mut out = FileList {
-            entries: Vec::new(),
-            truncated: false,
-        };
-        list_into(fd, rel.as_path(), recursive, &mut out).map_err(|e| map_errno(e, rel))?;
+        let mut out = FileList { entries: Vec::new(), truncated: false };
+        list_into(&fd, rel.as_path(), recursive, &mut out).map_err(|e| map_errno(e, rel))?;
         out.entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
@@ -265,14 +222,9 @@ fn kind_of(mode: u32) -> FileKind {
     }
 }
 
-fn list_into(
-    dir: OwnedFd,
-    prefix: &Path,
-    recursive: bool,
-    out: &mut FileList,
-) -> Result<(), Errno> {
+fn list_into(dir: &OwnedFd, prefix: &Path, recursive: bool, out: &mut FileList) -> Result<(), Errno> {
     let mut subdirs = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&dir)? {
+    for entry in rustix::fs::Dir::read_from(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -283,34 +235,23 @@ fn list_into(
             return Ok(());
         }
         let name_os = OsStr::from_bytes(name).to_owned();
-        let st = rustix::fs::statat(
-            &dir,
-            name_os.as_os_str(),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )?;
+        let st = rustix::fs::statat(dir, name_os.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
         let kind = kind_of(st.st_mode);
         let path = prefix.join(&name_os);
-        out.entries.push(FileEntry {
-            path: path.to_string_lossy().into_owned(),
-            kind,
-            size: st.st_size as u64,
-        });
-        if recursive
-            && kind == FileKind::Dir
-            && !SKIP_IN_RECURSIVE.iter().any(|s| s.as_bytes() == name)
-        {
+        out.entries.push(FileEntry { path: path.to_string_lossy().into_owned(), kind, size: st.st_size as u64 });
+        if recursive && kind == FileKind::Dir && !SKIP_IN_RECURSIVE.iter().any(|s| s.as_bytes() == name) {
             subdirs.push((name_os, path));
         }
     }
     for (name, path) in subdirs {
         let sub = rustix::fs::openat2(
-            &dir,
+            dir,
             &name,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
             resolve(),
         )?;
-        list_into(sub, &path, recursive, out)?;
+        list_into(&sub, &path, recursive, out)?;
         if out.truncated {
             break;
         }
@@ -368,42 +309,26 @@ mod tests {
     #[test]
     fn textual_check_refuses_absolute_and_parent_paths() {
         for bad in ["/etc/passwd", "../x", "src/../../x", "/app/../etc"] {
-            assert!(
-                matches!(RelPath::parse(bad, false), Err(EnvdError::PathEscapes(_))),
-                "{bad}"
-            );
+            assert!(matches!(RelPath::parse(bad, false), Err(EnvdError::PathEscapes(_))), "{bad}");
         }
         assert!(RelPath::parse("", false).is_err());
-        assert_eq!(
-            RelPath::parse("/app/src/./a.ts", false).unwrap().display(),
-            "src/a.ts"
-        );
+        assert_eq!(RelPath::parse("/app/src/./a.ts", false).unwrap().display(), "src/a.ts");
         assert_eq!(RelPath::parse("", true).unwrap().display(), "");
     }
 
     #[test]
     fn write_creates_parents_then_read_and_list_see_it() {
         let (_t, a) = app();
-        let r = a
-            .write(&RelPath::parse("src/deep/x.ts", false).unwrap(), b"hello")
-            .unwrap();
+        let r = a.write(&RelPath::parse("src/deep/x.ts", false).unwrap(), b"hello").unwrap();
         assert!(r.created);
-        assert_eq!(
-            a.read(&RelPath::parse("src/deep/x.ts", false).unwrap())
-                .unwrap(),
-            b"hello"
-        );
-        let r = a
-            .write(&RelPath::parse("src/deep/x.ts", false).unwrap(), b"again")
-            .unwrap();
+        assert_eq!(a.read(&RelPath::parse("src/deep/x.ts", false).unwrap()).unwrap(), b"hello");
+        let r = a.write(&RelPath::parse("src/deep/x.ts", false).unwrap(), b"again").unwrap();
         assert!(!r.created);
         let l = a.list(&RelPath::parse("", true).unwrap(), true).unwrap();
         let paths: Vec<_> = l.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["src", "src/deep", "src/deep/x.ts"]);
         // No temporary file is left behind.
-        let l = a
-            .list(&RelPath::parse("src/deep", true).unwrap(), false)
-            .unwrap();
+        let l = a.list(&RelPath::parse("src/deep", true).unwrap(), false).unwrap();
         assert_eq!(l.entries.len(), 1);
     }
 
@@ -417,26 +342,13 @@ mod tests {
         std::os::unix::fs::symlink("../outside", a.path().join("rel")).unwrap();
         for p in ["abs/secret", "rel/secret"] {
             let rel = RelPath::parse(p, false).unwrap();
-            assert!(
-                matches!(a.read(&rel), Err(EnvdError::PathEscapes(_))),
-                "read {p}"
-            );
-            assert!(
-                matches!(a.write(&rel, b"x"), Err(EnvdError::PathEscapes(_))),
-                "write {p}"
-            );
+            assert!(matches!(a.read(&rel), Err(EnvdError::PathEscapes(_))), "read {p}");
+            assert!(matches!(a.write(&rel, b"x"), Err(EnvdError::PathEscapes(_))), "write {p}");
             let new = RelPath::parse(&format!("{p}-dir/new"), false).unwrap();
             let _ = a.write(&new, b"x");
         }
-        let names: Vec<_> = std::fs::read_dir(&outside)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            names,
-            ["secret"],
-            "something was written outside the app dir"
-        );
+        let names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["secret"], "something was written outside the app dir");
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"s");
     }
 
@@ -446,8 +358,7 @@ mod tests {
         let target = t.path().join("target");
         std::fs::write(&target, b"keep").unwrap();
         std::os::unix::fs::symlink(&target, a.path().join("link")).unwrap();
-        a.write(&RelPath::parse("link", false).unwrap(), b"new")
-            .unwrap();
+        a.write(&RelPath::parse("link", false).unwrap(), b"new").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
         assert_eq!(std::fs::read(a.path().join("link")).unwrap(), b"new");
     }
@@ -458,15 +369,10 @@ mod tests {
         let outside = t.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("f"), b"f").unwrap();
-        a.write(&RelPath::parse("d/x", false).unwrap(), b"x")
-            .unwrap();
+        a.write(&RelPath::parse("d/x", false).unwrap(), b"x").unwrap();
         std::os::unix::fs::symlink(&outside, a.path().join("d/out")).unwrap();
-        assert!(matches!(
-            a.delete(&RelPath::parse("d", false).unwrap(), false),
-            Err(EnvdError::BadRequest(_))
-        ));
-        a.delete(&RelPath::parse("d", false).unwrap(), true)
-            .unwrap();
+        assert!(matches!(a.delete(&RelPath::parse("d", false).unwrap(), false), Err(EnvdError::BadRequest(_))));
+        a.delete(&RelPath::parse("d", false).unwrap(), true).unwrap();
         assert!(!a.path().join("d").exists());
         assert!(outside.join("f").exists());
     }
@@ -475,10 +381,7 @@ mod tests {
     fn oversize_writes_are_refused() {
         let (_t, a) = app();
         let big = vec![0u8; MAX_FILE_BYTES + 1];
-        assert!(matches!(
-            a.write(&RelPath::parse("big", false).unwrap(), &big),
-            Err(EnvdError::TooLarge { .. })
-        ));
+        assert!(matches!(a.write(&RelPath::parse("big", false).unwrap(), &big), Err(EnvdError::TooLarge { .. })));
         assert!(!a.path().join("big").exists());
     }
 }

@@ -44,12 +44,7 @@ pub struct Config {
 pub async fn run(config: Config) -> std::io::Result<()> {
     let app = Arc::new(files::AppDir::open(&config.app_dir)?);
     let dev = devserver::DevServer::new(config.app_dir.clone(), config.dev_port, config.dev_server);
-    let state = AppState {
-        token: config.token.into(),
-        app,
-        dev,
-        started: Instant::now(),
-    };
+    let state = AppState { token: config.token.into(), app, dev, started: Instant::now() };
     let _ = std::fs::remove_file(&config.socket);
     let listener = tokio::net::UnixListener::bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "kiln-envd listening");

@@ -28,9 +28,7 @@ fn parse() -> anyhow::Result<kiln_envd::Config> {
             "--socket" => cfg.socket = args.next().context("--socket needs a path")?.into(),
             "--app-dir" => cfg.app_dir = args.next().context("--app-dir needs a path")?.into(),
             "--dev-server" => cfg.dev_server = true,
-            "--dev-port" => {
-                cfg.dev_port = args.next().context("--dev-port needs a number")?.parse()?
-            }
+            "--dev-port" => cfg.dev_port = args.next().context("--dev-port needs a number")?.parse()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -39,10 +37,7 @@ fn parse() -> anyhow::Result<kiln_envd::Config> {
         }
     }
     let mut token = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut token)
-        .context("reading the token from stdin")?;
+    std::io::stdin().lock().read_line(&mut token).context("reading the token from stdin")?;
     cfg.token = token.trim().to_owned();
     if cfg.token.len() < 32 {
         bail!("the token on stdin must be at least 32 characters");
@@ -52,18 +47,11 @@ fn parse() -> anyhow::Result<kiln_envd::Config> {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_ENVD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KILN_ENVD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cfg = parse()?;
     // Two workers: envd is I/O-bound and shares the sandbox's CPU quota with Vite.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(kiln_envd::run(cfg))
-        .context("envd server failed")
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(kiln_envd::run(cfg)).context("envd server failed")
 }

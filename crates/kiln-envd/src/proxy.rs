@@ -30,17 +30,10 @@ pub fn split(uri: &Uri) -> Option<(u16, String)> {
     Some((port, pq))
 }
 
-pub async fn forward(
-    port: u16,
-    path_and_query: String,
-    mut req: Request<Body>,
-) -> Result<Response<Body>, EnvdError> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|_| EnvdError::Upstream(port))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| EnvdError::Upstream(port))?;
+pub async fn forward(port: u16, path_and_query: String, mut req: Request<Body>) -> Result<Response<Body>, EnvdError> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|_| EnvdError::Upstream(port))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|_| EnvdError::Upstream(port))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "proxy upstream connection ended");
@@ -51,9 +44,7 @@ pub async fn forward(
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    parts.uri = path_and_query
-        .parse()
-        .map_err(|_| EnvdError::BadRequest("bad proxied path".into()))?;
+    parts.uri = path_and_query.parse().map_err(|_| EnvdError::BadRequest("bad proxied path".into()))?;
     parts.headers.remove(header::AUTHORIZATION);
     if let Ok(v) = HeaderValue::from_str(&format!("127.0.0.1:{port}")) {
         // Vite accepts any host here (the template sets allowedHosts); the
@@ -63,10 +54,7 @@ pub async fn forward(
         }
     }
     let upstream_req = Request::from_parts(parts, body);
-    let mut resp = sender
-        .send_request(upstream_req)
-        .await
-        .map_err(|_| EnvdError::Upstream(port))?;
+    let mut resp = sender.send_request(upstream_req).await.map_err(|_| EnvdError::Upstream(port))?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -94,15 +82,11 @@ pub async fn get_ok(addr: &str, path: &str) -> bool {
     let Ok(stream) = TcpStream::connect(addr).await else {
         return false;
     };
-    let Ok((mut sender, conn)) =
-        hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await
-    else {
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await else {
         return false;
     };
     tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(header::HOST, "localhost")
-        .body(Body::empty());
+    let req = Request::get(path).header(header::HOST, "localhost").body(Body::empty());
     let Ok(req) = req else { return false };
     matches!(sender.send_request(req).await, Ok(r) if r.status().is_success())
 }
@@ -119,12 +103,7 @@ mod tests {
         assert_eq!(split(&u), Some((5173, "/".into())));
         let u: Uri = "/v1/proxy/80/@vite/client".parse().unwrap();
         assert_eq!(split(&u), Some((80, "/@vite/client".into())));
-        for bad in [
-            "/v1/proxy/0/",
-            "/v1/proxy/x/",
-            "/v1/proxy/70000/",
-            "/v1/files",
-        ] {
+        for bad in ["/v1/proxy/0/", "/v1/proxy/x/", "/v1/proxy/70000/", "/v1/files"] {
             assert_eq!(split(&bad.parse().unwrap()), None, "{bad}");
         }
     }

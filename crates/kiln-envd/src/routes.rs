@@ -10,9 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use futures::StreamExt;
-use kiln_types::envd::{
-    DevServerStatus, ENVD_API_VERSION, ExecRequest, FileList, Health, MAX_FILE_BYTES, WriteResult,
-};
+use kiln_types::envd::{DevServerStatus, ENVD_API_VERSION, ExecRequest, FileList, Health, MAX_FILE_BYTES, WriteResult};
 use serde::Deserialize;
 
 use crate::error::EnvdError;
@@ -25,20 +23,14 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
-        .route(
-            "/v1/files",
-            get(read_file).put(write_file).delete(delete_file),
-        )
+        .route("/v1/files", get(read_file).put(write_file).delete(delete_file))
         .route("/v1/files/list", get(list_files))
         .route("/v1/exec", post(exec_cmd))
         .route("/v1/dev-server", get(dev_status))
         .route("/v1/dev-server/restart", post(dev_restart))
         .fallback(proxy_or_404)
         .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::require_token,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token))
         .with_state(state)
 }
 
@@ -49,9 +41,7 @@ struct HealthQuery {
 
 async fn health(State(st): State<AppState>, Query(q): Query<HealthQuery>) -> Json<Health> {
     if let Some(ms) = q.wait_ready_ms {
-        st.dev
-            .wait_ready(Duration::from_millis(ms).min(MAX_WAIT))
-            .await;
+        st.dev.wait_ready(Duration::from_millis(ms).min(MAX_WAIT)).await;
     }
     Json(Health {
         api_version: ENVD_API_VERSION,
@@ -72,15 +62,10 @@ struct PathQuery {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, EnvdError> + Send + 'static,
 ) -> Result<T, EnvdError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EnvdError::Io(std::io::Error::other(e)))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| EnvdError::Io(std::io::Error::other(e)))?
 }
 
-async fn read_file(
-    State(st): State<AppState>,
-    Query(q): Query<PathQuery>,
-) -> Result<Response, EnvdError> {
+async fn read_file(State(st): State<AppState>, Query(q): Query<PathQuery>) -> Result<Response, EnvdError> {
     let rel = RelPath::parse(&q.path, false)?;
     let data = blocking(move || st.app.read(&rel)).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
@@ -95,10 +80,7 @@ async fn write_file(
     Ok(Json(blocking(move || st.app.write(&rel, &body)).await?))
 }
 
-async fn delete_file(
-    State(st): State<AppState>,
-    Query(q): Query<PathQuery>,
-) -> Result<StatusCode, EnvdError> {
+async fn delete_file(State(st): State<AppState>, Query(q): Query<PathQuery>) -> Result<StatusCode, EnvdError> {
     let rel = RelPath::parse(&q.path, false)?;
     blocking(move || st.app.delete(&rel, q.recursive)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -112,14 +94,9 @@ struct ListQuery {
     recursive: bool,
 }
 
-async fn list_files(
-    State(st): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<FileList>, EnvdError> {
+async fn list_files(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<FileList>, EnvdError> {
     let rel = RelPath::parse(&q.path, true)?;
-    Ok(Json(
-        blocking(move || st.app.list(&rel, q.recursive)).await?,
-    ))
+    Ok(Json(blocking(move || st.app.list(&rel, q.recursive)).await?))
 }
 
 async fn exec_cmd(State(st): State<AppState>, body: Bytes) -> Result<Response, EnvdError> {
@@ -128,16 +105,10 @@ async fn exec_cmd(State(st): State<AppState>, body: Bytes) -> Result<Response, E
     exec::validate(&req)?;
     let rx = exec::spawn(req, st.app.path());
     let stream = tokio_stream_from(rx).map(Ok::<_, std::convert::Infallible>);
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }
 
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> impl futures::Stream<Item = Bytes> {
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> impl futures::Stream<Item = Bytes> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

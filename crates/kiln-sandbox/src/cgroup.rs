@@ -68,9 +68,7 @@ impl Layout {
             let (mnt, fstype, opts) = (PathBuf::from(f[1]), f[2], f[3]);
             match fstype {
                 "cgroup2" if layout.v2.is_none() => {
-                    let ctl = sys
-                        .read(&mnt.join("cgroup.controllers"))
-                        .unwrap_or_default();
+                    let ctl = sys.read(&mnt.join("cgroup.controllers")).unwrap_or_default();
                     layout.v2_controllers = ctl.split_whitespace().map(str::to_owned).collect();
                     layout.v2 = Some(mnt);
                 }
@@ -95,10 +93,7 @@ impl Layout {
     }
 
     fn v1_mount(&self, c: &str) -> Option<&Path> {
-        self.v1
-            .iter()
-            .find(|(ctls, _)| ctls.iter().any(|x| x == c))
-            .map(|(_, p)| p.as_path())
+        self.v1.iter().find(|(ctls, _)| ctls.iter().any(|x| x == c)).map(|(_, p)| p.as_path())
     }
 
     fn version_for(&self, c: &str) -> Option<Version> {
@@ -139,20 +134,11 @@ impl Layout {
         Ok(cg)
     }
 
-    fn create_into(
-        &self,
-        sys: &dyn Sys,
-        id: &str,
-        limits: &Limits,
-        cg: &mut SandboxCgroup,
-    ) -> io::Result<()> {
+    fn create_into(&self, sys: &dyn Sys, id: &str, limits: &Limits, cg: &mut SandboxCgroup) -> io::Result<()> {
         let memory = (limits.memory_mib * 1024 * 1024).to_string();
         let quota = (limits.cpu_millicores * CPU_PERIOD_US / 1000).max(1000);
         if let Some(root) = &self.v2 {
-            let wanted: Vec<&str> = ["memory", "pids", "cpu"]
-                .into_iter()
-                .filter(|c| self.v2_has(c))
-                .collect();
+            let wanted: Vec<&str> = ["memory", "pids", "cpu"].into_iter().filter(|c| self.v2_has(c)).collect();
             let parent = root.join(PARENT);
             sys.create_dir_all(&parent)?;
             if !wanted.is_empty() {
@@ -162,10 +148,7 @@ impl Layout {
             }
             let dir = parent.join(id);
             sys.create_dir_all(&dir)?;
-            cg.dirs.push(CgDir {
-                path: dir.clone(),
-                version: Version::V2,
-            });
+            cg.dirs.push(CgDir { path: dir.clone(), version: Version::V2 });
             if self.v2_has("memory") {
                 sys.write(&dir.join("memory.max"), &memory)?;
                 let _ = sys.write(&dir.join("memory.swap.max"), "0");
@@ -178,10 +161,7 @@ impl Layout {
             }
         }
         // v1 for whatever v2 does not offer, plus the freezer when v2 is absent.
-        let mut v1_needed: Vec<&str> = ["memory", "pids", "cpu"]
-            .into_iter()
-            .filter(|c| !self.v2_has(c))
-            .collect();
+        let mut v1_needed: Vec<&str> = ["memory", "pids", "cpu"].into_iter().filter(|c| !self.v2_has(c)).collect();
         if self.v2.is_none() {
             v1_needed.push("freezer");
         }
@@ -193,10 +173,7 @@ impl Layout {
             let dir = mnt.join(PARENT).join(id);
             if !used_mounts.contains(&mnt) {
                 sys.create_dir_all(&dir)?;
-                cg.dirs.push(CgDir {
-                    path: dir.clone(),
-                    version: Version::V1,
-                });
+                cg.dirs.push(CgDir { path: dir.clone(), version: Version::V1 });
                 used_mounts.push(mnt);
             }
             match c {
@@ -233,10 +210,7 @@ pub struct SandboxCgroup {
 impl SandboxCgroup {
     /// The `cgroup.procs` files a new process must be written into.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs
-            .iter()
-            .map(|d| d.path.join("cgroup.procs"))
-            .collect()
+        self.dirs.iter().map(|d| d.path.join("cgroup.procs")).collect()
     }
 
     /// Member pids (from the first hierarchy; all hold the same processes).
@@ -261,19 +235,12 @@ impl SandboxCgroup {
     /// Kills every member and waits (up to `timeout`) until none is left.
     pub fn kill_all(&self, sys: &dyn Sys, timeout: Duration) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
-        let v2 = self
-            .dirs
-            .iter()
-            .find(|d| d.version == Version::V2 && sys.exists(&d.path.join("cgroup.kill")));
+        let v2 = self.dirs.iter().find(|d| d.version == Version::V2 && sys.exists(&d.path.join("cgroup.kill")));
         if let Some(d) = v2 {
             sys.write(&d.path.join("cgroup.kill"), "1")?;
         } else if let Some(fz) = self.freezer(sys).map(Path::to_owned) {
             sys.write(&fz.join("freezer.state"), "FROZEN")?;
-            while sys
-                .read(&fz.join("freezer.state"))
-                .unwrap_or_default()
-                .trim()
-                == "FREEZING"
+            while sys.read(&fz.join("freezer.state")).unwrap_or_default().trim() == "FREEZING"
                 && Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(2));
@@ -289,10 +256,7 @@ impl SandboxCgroup {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(io::Error::other(format!(
-                    "{} processes still alive after kill",
-                    left.len()
-                )));
+                return Err(io::Error::other(format!("{} processes still alive after kill", left.len())));
             }
             for pid in left {
                 let _ = sys.kill(pid, libc::SIGKILL);
@@ -311,16 +275,11 @@ impl SandboxCgroup {
                 match sys.remove_dir(&d.path) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
-                    {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     Err(e) => {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("removing cgroup {}: {e}", d.path.display()),
-                        ));
+                        return Err(io::Error::new(e.kind(), format!("removing cgroup {}: {e}", d.path.display())));
                     }
                 }
             }
@@ -346,34 +305,20 @@ proc /proc proc rw 0 0
     const PURE_V2: &str = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
 
     fn limits() -> Limits {
-        Limits {
-            memory_mib: 256,
-            pids: 64,
-            cpu_millicores: 500,
-        }
+        Limits { memory_mib: 256, pids: 64, cpu_millicores: 500 }
     }
 
     #[test]
     fn hybrid_host_uses_v1_for_limits_and_v2_for_kill() {
-        let sys =
-            RecordingSys::with_files(&[("/sys/fs/cgroup/unified/cgroup.controllers", "hugetlb\n")]);
+        let sys = RecordingSys::with_files(&[("/sys/fs/cgroup/unified/cgroup.controllers", "hugetlb\n")]);
         let l = Layout::from_mounts(&sys, HYBRID);
         let e = l.enforcement();
         assert_eq!(
             (e.memory, e.pids, e.cpu, e.kill.as_str()),
-            (
-                Some(Version::V1),
-                Some(Version::V1),
-                Some(Version::V1),
-                "v2-kill"
-            )
+            (Some(Version::V1), Some(Version::V1), Some(Version::V1), "v2-kill")
         );
         let cg = l.create(&sys, "abc", &limits()).unwrap();
-        let dirs: Vec<_> = cg
-            .dirs
-            .iter()
-            .map(|d| d.path.to_str().unwrap().to_owned())
-            .collect();
+        let dirs: Vec<_> = cg.dirs.iter().map(|d| d.path.to_str().unwrap().to_owned()).collect();
         assert_eq!(
             dirs,
             [
@@ -386,83 +331,42 @@ proc /proc proc rw 0 0
         let writes: Vec<_> = sys
             .calls()
             .into_iter()
-            .filter_map(|c| {
-                if let Call::Write(p, v) = c {
-                    Some((p.to_str().unwrap().to_owned(), v))
-                } else {
-                    None
-                }
-            })
+            .filter_map(|c| if let Call::Write(p, v) = c { Some((p.to_str().unwrap().to_owned(), v)) } else { None })
             .collect();
-        assert!(writes.contains(&(
-            "/sys/fs/cgroup/memory/kiln/abc/memory.limit_in_bytes".into(),
-            "268435456".into()
-        )));
+        assert!(writes.contains(&("/sys/fs/cgroup/memory/kiln/abc/memory.limit_in_bytes".into(), "268435456".into())));
         assert!(writes.contains(&("/sys/fs/cgroup/pids/kiln/abc/pids.max".into(), "64".into())));
-        assert!(writes.contains(&(
-            "/sys/fs/cgroup/cpu/kiln/abc/cpu.cfs_quota_us".into(),
-            "50000".into()
-        )));
+        assert!(writes.contains(&("/sys/fs/cgroup/cpu/kiln/abc/cpu.cfs_quota_us".into(), "50000".into())));
         // No controller is enabled in a v2 tree that has none.
         assert!(!writes.iter().any(|(p, _)| p.ends_with("subtree_control")));
     }
 
     #[test]
     fn pure_v2_host_enables_controllers_and_writes_v2_files() {
-        let sys = RecordingSys::with_files(&[(
-            "/sys/fs/cgroup/cgroup.controllers",
-            "cpuset cpu io memory pids\n",
-        )]);
+        let sys = RecordingSys::with_files(&[("/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n")]);
         let l = Layout::from_mounts(&sys, PURE_V2);
         let cg = l.create(&sys, "abc", &limits()).unwrap();
         assert_eq!(cg.dirs.len(), 1);
         let calls = sys.calls();
-        assert!(calls.contains(&Call::Write(
-            "/sys/fs/cgroup/cgroup.subtree_control".into(),
-            "+memory +pids +cpu".into()
-        )));
-        assert!(calls.contains(&Call::Write(
-            "/sys/fs/cgroup/kiln/abc/memory.max".into(),
-            "268435456".into()
-        )));
-        assert!(calls.contains(&Call::Write(
-            "/sys/fs/cgroup/kiln/abc/cpu.max".into(),
-            "50000 100000".into()
-        )));
-        assert!(calls.contains(&Call::Write(
-            "/sys/fs/cgroup/kiln/abc/pids.max".into(),
-            "64".into()
-        )));
+        assert!(
+            calls.contains(&Call::Write("/sys/fs/cgroup/cgroup.subtree_control".into(), "+memory +pids +cpu".into()))
+        );
+        assert!(calls.contains(&Call::Write("/sys/fs/cgroup/kiln/abc/memory.max".into(), "268435456".into())));
+        assert!(calls.contains(&Call::Write("/sys/fs/cgroup/kiln/abc/cpu.max".into(), "50000 100000".into())));
+        assert!(calls.contains(&Call::Write("/sys/fs/cgroup/kiln/abc/pids.max".into(), "64".into())));
     }
 
     #[test]
     fn v2_kill_writes_cgroup_kill_and_waits_for_empty() {
-        let sys = RecordingSys::with_files(&[
-            ("/cg/kiln/x/cgroup.kill", ""),
-            ("/cg/kiln/x/cgroup.procs", ""),
-        ]);
-        let cg = SandboxCgroup {
-            dirs: vec![CgDir {
-                path: "/cg/kiln/x".into(),
-                version: Version::V2,
-            }],
-        };
+        let sys = RecordingSys::with_files(&[("/cg/kiln/x/cgroup.kill", ""), ("/cg/kiln/x/cgroup.procs", "")]);
+        let cg = SandboxCgroup { dirs: vec![CgDir { path: "/cg/kiln/x".into(), version: Version::V2 }] };
         cg.kill_all(&sys, Duration::from_millis(50)).unwrap();
-        assert_eq!(
-            sys.calls(),
-            [Call::Write("/cg/kiln/x/cgroup.kill".into(), "1".into())]
-        );
+        assert_eq!(sys.calls(), [Call::Write("/cg/kiln/x/cgroup.kill".into(), "1".into())]);
     }
 
     #[test]
     fn kill_reports_survivors_after_the_timeout() {
         let sys = RecordingSys::with_files(&[("/cg/kiln/x/cgroup.procs", "41\n42\n")]);
-        let cg = SandboxCgroup {
-            dirs: vec![CgDir {
-                path: "/cg/kiln/x".into(),
-                version: Version::V1,
-            }],
-        };
+        let cg = SandboxCgroup { dirs: vec![CgDir { path: "/cg/kiln/x".into(), version: Version::V1 }] };
         let err = cg.kill_all(&sys, Duration::from_millis(20)).unwrap_err();
         assert!(err.to_string().contains("2 processes"));
         assert!(sys.calls().contains(&Call::Kill(41, libc::SIGKILL)));
@@ -472,9 +376,6 @@ proc /proc proc rw 0 0
     fn no_cgroups_at_all_is_reported_not_hidden() {
         let sys = RecordingSys::default();
         let e = Layout::from_mounts(&sys, "proc /proc proc rw 0 0\n").enforcement();
-        assert_eq!(
-            (e.memory, e.pids, e.cpu, e.kill.as_str()),
-            (None, None, None, "signals")
-        );
+        assert_eq!((e.memory, e.pids, e.cpu, e.kill.as_str()), (None, None, None, "signals"));
     }
 }

@@ -16,9 +16,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use kiln_types::envd::{
-    DevServerStatus, ErrorBody, ExecEvent, ExecRequest, FileList, Health, WriteResult,
-};
+use kiln_types::envd::{DevServerStatus, ErrorBody, ExecEvent, ExecRequest, FileList, Health, WriteResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
@@ -26,18 +24,11 @@ use tokio::net::UnixStream;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach envd at {path}: {source}")]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Connect { path: PathBuf, source: std::io::Error },
     #[error("envd connection failed: {0}")]
     Http(#[from] hyper::Error),
     #[error("envd answered {status}: {message} ({code})")]
-    Status {
-        status: StatusCode,
-        code: String,
-        message: String,
-    },
+    Status { status: StatusCode, code: String, message: String },
     #[error("envd sent a body that does not match the API: {0}")]
     Decode(#[from] serde_json::Error),
     #[error("bad request: {0}")]
@@ -46,11 +37,7 @@ pub enum ClientError {
 
 impl ClientError {
     pub fn status(&self) -> Option<StatusCode> {
-        if let ClientError::Status { status, .. } = self {
-            Some(*status)
-        } else {
-            None
-        }
+        if let ClientError::Status { status, .. } = self { Some(*status) } else { None }
     }
 }
 
@@ -97,32 +84,21 @@ impl EnvdClient {
     {
         let stream = UnixStream::connect(&self.ep.socket)
             .await
-            .map_err(|source| ClientError::Connect {
-                path: self.ep.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            .map_err(|source| ClientError::Connect { path: self.ep.socket.clone(), source })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
         let auth = format!("Bearer {}", self.ep.token);
-        req.headers_mut().insert(
-            header::AUTHORIZATION,
-            auth.parse().expect("token is header-safe"),
-        );
+        req.headers_mut().insert(header::AUTHORIZATION, auth.parse().expect("token is header-safe"));
         if !req.headers().contains_key(header::HOST) {
-            req.headers_mut()
-                .insert(header::HOST, "envd".parse().expect("static"));
+            req.headers_mut().insert(header::HOST, "envd".parse().expect("static"));
         }
         Ok(sender.send_request(req).await?)
     }
 
     async fn call(&self, method: Method, uri: &str, body: Bytes) -> Result<Bytes, ClientError> {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Full::new(body))?;
+        let req = Request::builder().method(method).uri(uri).body(Full::new(body))?;
         let resp = self.send(req).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
@@ -131,28 +107,14 @@ impl EnvdClient {
         } else {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(e) => (e.code, e.error),
-                Err(_) => (
-                    "unknown".into(),
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                ),
+                Err(_) => ("unknown".into(), String::from_utf8_lossy(&bytes).into_owned()),
             };
-            Err(ClientError::Status {
-                status,
-                code,
-                message,
-            })
+            Err(ClientError::Status { status, code, message })
         }
     }
 
-    async fn json<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        uri: &str,
-        body: Bytes,
-    ) -> Result<T, ClientError> {
-        Ok(serde_json::from_slice(
-            &self.call(method, uri, body).await?,
-        )?)
+    async fn json<T: DeserializeOwned>(&self, method: Method, uri: &str, body: Bytes) -> Result<T, ClientError> {
+        Ok(serde_json::from_slice(&self.call(method, uri, body).await?)?)
     }
 
     pub async fn health(&self) -> Result<Health, ClientError> {
@@ -162,53 +124,25 @@ impl EnvdClient {
     /// Long-polls until the dev server answers (or `wait` passes) and
     /// returns the health at that moment.
     pub async fn wait_dev_ready(&self, wait: Duration) -> Result<Health, ClientError> {
-        self.json(
-            Method::GET,
-            &format!("/v1/health?wait_ready_ms={}", wait.as_millis()),
-            Bytes::new(),
-        )
-        .await
+        self.json(Method::GET, &format!("/v1/health?wait_ready_ms={}", wait.as_millis()), Bytes::new()).await
     }
 
     pub async fn read_file(&self, path: &str) -> Result<Bytes, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/files?path={}", enc(path)),
-            Bytes::new(),
-        )
-        .await
+        self.call(Method::GET, &format!("/v1/files?path={}", enc(path)), Bytes::new()).await
     }
 
-    pub async fn write_file(
-        &self,
-        path: &str,
-        data: impl Into<Bytes>,
-    ) -> Result<WriteResult, ClientError> {
-        self.json(
-            Method::PUT,
-            &format!("/v1/files?path={}", enc(path)),
-            data.into(),
-        )
-        .await
+    pub async fn write_file(&self, path: &str, data: impl Into<Bytes>) -> Result<WriteResult, ClientError> {
+        self.json(Method::PUT, &format!("/v1/files?path={}", enc(path)), data.into()).await
     }
 
     pub async fn delete_file(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
-        self.call(
-            Method::DELETE,
-            &format!("/v1/files?path={}&recursive={recursive}", enc(path)),
-            Bytes::new(),
-        )
-        .await
-        .map(|_| ())
+        self.call(Method::DELETE, &format!("/v1/files?path={}&recursive={recursive}", enc(path)), Bytes::new())
+            .await
+            .map(|_| ())
     }
 
     pub async fn list_files(&self, path: &str, recursive: bool) -> Result<FileList, ClientError> {
-        self.json(
-            Method::GET,
-            &format!("/v1/files/list?path={}&recursive={recursive}", enc(path)),
-            Bytes::new(),
-        )
-        .await
+        self.json(Method::GET, &format!("/v1/files/list?path={}&recursive={recursive}", enc(path)), Bytes::new()).await
     }
 
     pub async fn dev_server(&self) -> Result<DevServerStatus, ClientError> {
@@ -216,8 +150,7 @@ impl EnvdClient {
     }
 
     pub async fn restart_dev_server(&self) -> Result<DevServerStatus, ClientError> {
-        self.json(Method::POST, "/v1/dev-server/restart", Bytes::new())
-            .await
+        self.json(Method::POST, "/v1/dev-server/restart", Bytes::new()).await
     }
 
     /// Starts a command; yields its events as they arrive.
@@ -226,22 +159,14 @@ impl EnvdClient {
         req: &ExecRequest,
     ) -> Result<impl Stream<Item = Result<ExecEvent, ClientError>> + use<>, ClientError> {
         let body = Bytes::from(serde_json::to_vec(req)?);
-        let r = Request::post("/v1/exec")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
+        let r = Request::post("/v1/exec").header(header::CONTENT_TYPE, "application/json").body(Full::new(body))?;
         let resp = self.send(r).await?;
         let status = resp.status();
         if !status.is_success() {
             let bytes = resp.into_body().collect().await?.to_bytes();
-            let e: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
-                error: String::from_utf8_lossy(&bytes).into(),
-                code: "unknown".into(),
-            });
-            return Err(ClientError::Status {
-                status,
-                code: e.code,
-                message: e.error,
-            });
+            let e: ErrorBody = serde_json::from_slice(&bytes)
+                .unwrap_or(ErrorBody { error: String::from_utf8_lossy(&bytes).into(), code: "unknown".into() });
+            return Err(ClientError::Status { status, code: e.code, message: e.error });
         }
         Ok(ndjson(resp.into_body()))
     }
@@ -276,30 +201,26 @@ impl EnvdClient {
 /// Splits a streamed body into NDJSON lines and decodes each.
 fn ndjson(body: Incoming) -> impl Stream<Item = Result<ExecEvent, ClientError>> {
     let frames = body.into_data_stream();
-    futures::stream::unfold(
-        (frames, Vec::<u8>::new(), false),
-        |(mut frames, mut buf, mut done)| async move {
-            loop {
-                if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=i).collect();
-                    let ev = serde_json::from_slice::<ExecEvent>(&line[..line.len() - 1])
-                        .map_err(ClientError::from);
-                    return Some((ev, (frames, buf, done)));
-                }
-                if done {
-                    return None;
-                }
-                match frames.next().await {
-                    Some(Ok(b)) => buf.extend_from_slice(&b),
-                    Some(Err(e)) => {
-                        done = true;
-                        return Some((Err(ClientError::Http(e)), (frames, buf, done)));
-                    }
-                    None => done = true,
-                }
+    futures::stream::unfold((frames, Vec::<u8>::new(), false), |(mut frames, mut buf, mut done)| async move {
+        loop {
+            if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let ev = serde_json::from_slice::<ExecEvent>(&line[..line.len() - 1]).map_err(ClientError::from);
+                return Some((ev, (frames, buf, done)));
             }
-        },
-    )
+            if done {
+                return None;
+            }
+            match frames.next().await {
+                Some(Ok(b)) => buf.extend_from_slice(&b),
+                Some(Err(e)) => {
+                    done = true;
+                    return Some((Err(ClientError::Http(e)), (frames, buf, done)));
+                }
+                None => done = true,
+            }
+        }
+    })
 }
 
 /// Percent-encodes a query value.

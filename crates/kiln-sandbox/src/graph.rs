@@ -26,11 +26,7 @@ pub struct GraphStats {
 }
 
 /// GETs `path` on `port` inside the sandbox; returns status and body.
-pub async fn proxy_get(
-    client: &EnvdClient,
-    port: u16,
-    path: &str,
-) -> Result<(u16, bytes::Bytes), ClientError> {
+pub async fn proxy_get(client: &EnvdClient, port: u16, path: &str) -> Result<(u16, bytes::Bytes), ClientError> {
     let req = Request::get(format!("/v1/proxy/{port}{path}"))
         .header("host", "localhost")
         .body(Empty::<bytes::Bytes>::new())?;
@@ -76,14 +72,7 @@ pub async fn fetch_module_graph(client: &EnvdClient, port: u16) -> Result<GraphS
 /// Same-origin module URLs referenced by an HTML page or a JS module.
 pub fn imports(base: &str, text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for marker in [
-        "src=\"",
-        "from \"",
-        "import \"",
-        "import(\"",
-        "from '",
-        "import '",
-    ] {
+    for marker in ["src=\"", "from \"", "import \"", "import(\"", "from '", "import '"] {
         let quote = marker.chars().last().expect("non-empty");
         let mut rest = text;
         while let Some(i) = rest.find(marker) {
@@ -158,12 +147,6 @@ import y from "https://cdn.example/z.js";"#;
                 "/node_modules/.vite/x/y.js",
             ]
         );
-        assert_eq!(
-            imports(
-                "/",
-                r#"<script type="module" src="/src/main.tsx"></script>"#
-            ),
-            ["/src/main.tsx"]
-        );
+        assert_eq!(imports("/", r#"<script type="module" src="/src/main.tsx"></script>"#), ["/src/main.tsx"]);
     }
 }

@@ -31,25 +31,10 @@ pub struct Check {
 
 impl Check {
     fn ok(name: &'static str, detail: impl Into<String>) -> Check {
-        Check {
-            name,
-            status: Status::Ok,
-            detail: detail.into(),
-            fix: String::new(),
-        }
+        Check { name, status: Status::Ok, detail: detail.into(), fix: String::new() }
     }
-    fn bad(
-        name: &'static str,
-        status: Status,
-        detail: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Check {
-        Check {
-            name,
-            status,
-            detail: detail.into(),
-            fix: fix.into(),
-        }
+    fn bad(name: &'static str, status: Status, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check { name, status, detail: detail.into(), fix: fix.into() }
     }
 }
 
@@ -59,32 +44,16 @@ pub struct Inputs<'a> {
     pub uid: u32,
 }
 
-const APT: &str =
-    "apt-get install -y bubblewrap chromium git nodejs npm (or run the README's first command)";
+const APT: &str = "apt-get install -y bubblewrap chromium git nodejs npm (or run the README's first command)";
 
 pub fn run_all(inp: &Inputs<'_>) -> Vec<Check> {
     let mut v = vec![root(), bwrap(), namespaces(inp.uid), overlayfs()];
     v.extend(cgroups());
     v.push(node());
     v.push(tool("npm", &["--version"], "npm", Status::Fail));
-    v.push(tool(
-        "chromium",
-        &["--version"],
-        "chromium (the agent's browser)",
-        Status::Fail,
-    ));
-    v.push(tool(
-        "git",
-        &["--version"],
-        "git (app versions)",
-        Status::Fail,
-    ));
-    v.push(tool(
-        "pasta",
-        &["--version"],
-        "pasta (optional sandbox egress)",
-        Status::Warn,
-    ));
+    v.push(tool("chromium", &["--version"], "chromium (the agent's browser)", Status::Fail));
+    v.push(tool("git", &["--version"], "git (app versions)", Status::Fail));
+    v.push(tool("pasta", &["--version"], "pasta (optional sandbox egress)", Status::Warn));
     v.push(envd(inp.envd_bin.as_deref()));
     v.push(data_dir(inp.data_dir));
     v.push(template(inp.data_dir));
@@ -93,10 +62,7 @@ pub fn run_all(inp: &Inputs<'_>) -> Vec<Check> {
 
 fn root() -> Check {
     if rustix::process::geteuid().is_root() {
-        Check::ok(
-            "root",
-            "running as root (needed to mount overlays and manage cgroups)",
-        )
+        Check::ok("root", "running as root (needed to mount overlays and manage cgroups)")
     } else {
         Check::bad(
             "root",
@@ -110,41 +76,22 @@ fn root() -> Check {
 fn run(cmd: &str, args: &[&str]) -> Option<String> {
     let o = Command::new(cmd).args(args).output().ok()?;
     o.status.success().then(|| {
-        let s = if o.stdout.is_empty() {
-            &o.stderr
-        } else {
-            &o.stdout
-        };
-        String::from_utf8_lossy(s)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned()
+        let s = if o.stdout.is_empty() { &o.stderr } else { &o.stdout };
+        String::from_utf8_lossy(s).lines().next().unwrap_or("").trim().to_owned()
     })
 }
 
 fn tool(cmd: &'static str, args: &[&str], what: &'static str, missing: Status) -> Check {
     match run(cmd, args) {
         Some(v) => Check::ok(cmd, format!("{what}: {v}")),
-        None => Check::bad(
-            cmd,
-            missing,
-            format!("{what} not found"),
-            format!("install it: {APT}"),
-        ),
+        None => Check::bad(cmd, missing, format!("{what} not found"), format!("install it: {APT}")),
     }
 }
 
 fn bwrap() -> Check {
     match run("bwrap", &["--version"]) {
         Some(v) => Check::ok("bubblewrap", v),
-        None => Check::bad(
-            "bubblewrap",
-            Status::Fail,
-            "bwrap not found",
-            "apt-get install -y bubblewrap",
-        ),
+        None => Check::bad("bubblewrap", Status::Fail, "bwrap not found", "apt-get install -y bubblewrap"),
     }
 }
 
@@ -152,53 +99,25 @@ fn bwrap() -> Check {
 fn namespaces(uid: u32) -> Check {
     use std::os::unix::process::CommandExt;
     let mut c = Command::new("bwrap");
-    c.args([
-        "--unshare-all",
-        "--disable-userns",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--symlink",
-        "usr/lib",
-        "/lib",
-        "--symlink",
-        "usr/lib64",
-        "/lib64",
-    ])
-    .args([
-        "--symlink",
-        "usr/bin",
-        "/bin",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--",
-        "/usr/bin/true",
-    ]);
+    c.args(crate::local::bwrap::NAMESPACE_FLAGS)
+        .args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+        .args(["--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/true"]);
     if rustix::process::geteuid().is_root() {
         c.uid(uid).gid(uid);
     }
     match c.output() {
-        Ok(o) if o.status.success() => Check::ok(
-            "namespaces",
-            format!("user, mount, pid, ipc, uts, net and cgroup namespaces work as uid {uid}"),
-        ),
+        Ok(o) if o.status.success() => {
+            Check::ok("namespaces", format!("user, mount, pid, ipc, uts, net and cgroup namespaces work as uid {uid}"))
+        }
         Ok(o) => Check::bad(
             "namespaces",
             Status::Fail,
-            format!(
-                "bwrap could not create the namespaces: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
+            format!("bwrap could not create the namespaces: {}", String::from_utf8_lossy(&o.stderr).trim()),
             "allow unprivileged user namespaces: sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000",
         ),
-        Err(e) => Check::bad(
-            "namespaces",
-            Status::Fail,
-            format!("cannot run bwrap: {e}"),
-            "apt-get install -y bubblewrap",
-        ),
+        Err(e) => {
+            Check::bad("namespaces", Status::Fail, format!("cannot run bwrap: {e}"), "apt-get install -y bubblewrap")
+        }
     }
 }
 
@@ -207,12 +126,7 @@ fn overlayfs() -> Check {
     if fs.lines().any(|l| l.trim_end().ends_with("overlay")) {
         Check::ok("overlayfs", "overlay filesystem available")
     } else {
-        Check::bad(
-            "overlayfs",
-            Status::Fail,
-            "the kernel has no overlay filesystem",
-            "modprobe overlay",
-        )
+        Check::bad("overlayfs", Status::Fail, "the kernel has no overlay filesystem", "modprobe overlay")
     }
 }
 
@@ -221,10 +135,7 @@ fn cgroups() -> Vec<Check> {
     let e = layout.enforcement();
     let one = |name: &'static str, v: Option<Version>, status: Status| match v {
         Some(Version::V2) => Check::ok(name, "enforced with cgroup v2"),
-        Some(Version::V1) => Check::ok(
-            name,
-            "enforced with cgroup v1 (cgroup v2 on this host lacks the controller)",
-        ),
+        Some(Version::V1) => Check::ok(name, "enforced with cgroup v1 (cgroup v2 on this host lacks the controller)"),
         None => Check::bad(
             name,
             status,
@@ -249,11 +160,7 @@ fn node() -> Check {
             "install Node.js ≥ 20.19 (apt-get install -y nodejs)",
         );
     };
-    let nums: Vec<u32> = v
-        .trim_start_matches('v')
-        .split('.')
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let nums: Vec<u32> = v.trim_start_matches('v').split('.').filter_map(|x| x.parse().ok()).collect();
     let ok = matches!(nums.as_slice(), [maj, min, ..] if (*maj, *min) >= (20, 19));
     if ok {
         Check::ok("node", format!("Node {v}"))
@@ -298,11 +205,6 @@ fn data_dir(d: &Path) -> Check {
 fn template(d: &Path) -> Check {
     match crate::template::current(d) {
         Some(c) => Check::ok("template", format!("built, spec hash {}", c.spec_hash)),
-        None => Check::bad(
-            "template",
-            Status::Fail,
-            "the app template is not built",
-            "kiln template build",
-        ),
+        None => Check::bad("template", Status::Fail, "the app template is not built", "kiln template build"),
     }
 }

@@ -18,10 +18,7 @@ pub enum ProviderError {
     #[error("{0}")]
     Unsupported(String),
     #[error("sandbox runtime I/O failed while {context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error(transparent)]
     Envd(#[from] crate::envd_client::ClientError),
 }

@@ -15,13 +15,7 @@ pub trait Sys: Send + Sync + 'static {
     fn read(&self, p: &Path) -> io::Result<String>;
     fn remove_dir(&self, p: &Path) -> io::Result<()>;
     fn exists(&self, p: &Path) -> bool;
-    fn mount_overlay(
-        &self,
-        lower: &Path,
-        upper: &Path,
-        work: &Path,
-        target: &Path,
-    ) -> io::Result<()>;
+    fn mount_overlay(&self, lower: &Path, upper: &Path, work: &Path, target: &Path) -> io::Result<()>;
     /// Unmounts `target`; falls back to a lazy detach if it is busy.
     fn unmount(&self, target: &Path) -> io::Result<()>;
     fn kill(&self, pid: i32, signal: i32) -> io::Result<()>;
@@ -39,10 +33,7 @@ impl Sys for HostSys {
     fn write(&self, p: &Path, data: &str) -> io::Result<()> {
         // cgroup files want one write(2) with the whole value, no truncation.
         use std::io::Write;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(p)?
-            .write_all(data.as_bytes())
+        std::fs::OpenOptions::new().write(true).open(p)?.write_all(data.as_bytes())
     }
     fn read(&self, p: &Path) -> io::Result<String> {
         std::fs::read_to_string(p)
@@ -53,13 +44,7 @@ impl Sys for HostSys {
     fn exists(&self, p: &Path) -> bool {
         p.exists()
     }
-    fn mount_overlay(
-        &self,
-        lower: &Path,
-        upper: &Path,
-        work: &Path,
-        target: &Path,
-    ) -> io::Result<()> {
+    fn mount_overlay(&self, lower: &Path, upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
             escape_overlay(lower),
@@ -68,26 +53,20 @@ impl Sys for HostSys {
         );
         let opts = std::ffi::CString::new(opts).map_err(io::Error::other)?;
         let flags = rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV;
-        rustix::mount::mount("overlay", target, "overlay", flags, Some(opts.as_c_str()))
-            .map_err(io::Error::from)
+        rustix::mount::mount("overlay", target, "overlay", flags, Some(opts.as_c_str())).map_err(io::Error::from)
     }
     fn unmount(&self, target: &Path) -> io::Result<()> {
         use rustix::mount::UnmountFlags;
         match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::BUSY) => {
-                rustix::mount::unmount(target, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW)
-                    .map_err(io::Error::from)
+                rustix::mount::unmount(target, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).map_err(io::Error::from)
             }
             Err(e) => Err(e.into()),
         }
     }
     fn kill(&self, pid: i32, signal: i32) -> io::Result<()> {
-        if unsafe { libc::kill(pid, signal) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        if unsafe { libc::kill(pid, signal) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
     fn remove_tree(&self, p: &Path) -> io::Result<()> {
         match std::fs::remove_dir_all(p) {
@@ -99,10 +78,7 @@ impl Sys for HostSys {
 
 /// Overlay options are comma-separated and use `\` escapes.
 fn escape_overlay(p: &Path) -> String {
-    p.to_string_lossy()
-        .replace('\\', "\\\\")
-        .replace(',', "\\,")
-        .replace(':', "\\:")
+    p.to_string_lossy().replace('\\', "\\\\").replace(',', "\\,").replace(':', "\\:")
 }
 
 /// One recorded call.
@@ -111,12 +87,7 @@ pub enum Call {
     CreateDirAll(PathBuf),
     Write(PathBuf, String),
     RemoveDir(PathBuf),
-    MountOverlay {
-        lower: PathBuf,
-        upper: PathBuf,
-        work: PathBuf,
-        target: PathBuf,
-    },
+    MountOverlay { lower: PathBuf, upper: PathBuf, work: PathBuf, target: PathBuf },
     Unmount(PathBuf),
     Kill(i32, i32),
     RemoveTree(PathBuf),
@@ -134,10 +105,7 @@ impl RecordingSys {
     pub fn with_files(files: &[(&str, &str)]) -> Self {
         let s = RecordingSys::default();
         for (p, c) in files {
-            s.files
-                .lock()
-                .unwrap()
-                .insert(PathBuf::from(p), (*c).to_owned());
+            s.files.lock().unwrap().insert(PathBuf::from(p), (*c).to_owned());
         }
         s
     }
@@ -156,19 +124,11 @@ impl Sys for RecordingSys {
     }
     fn write(&self, p: &Path, data: &str) -> io::Result<()> {
         self.rec(Call::Write(p.to_owned(), data.to_owned()));
-        self.files
-            .lock()
-            .unwrap()
-            .insert(p.to_owned(), data.to_owned());
+        self.files.lock().unwrap().insert(p.to_owned(), data.to_owned());
         Ok(())
     }
     fn read(&self, p: &Path) -> io::Result<String> {
-        self.files
-            .lock()
-            .unwrap()
-            .get(p)
-            .cloned()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        self.files.lock().unwrap().get(p).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn remove_dir(&self, p: &Path) -> io::Result<()> {
         self.rec(Call::RemoveDir(p.to_owned()));
@@ -178,13 +138,7 @@ impl Sys for RecordingSys {
         let files = self.files.lock().unwrap();
         files.keys().any(|k| k.starts_with(p))
     }
-    fn mount_overlay(
-        &self,
-        lower: &Path,
-        upper: &Path,
-        work: &Path,
-        target: &Path,
-    ) -> io::Result<()> {
+    fn mount_overlay(&self, lower: &Path, upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
         self.rec(Call::MountOverlay {
             lower: lower.into(),
             upper: upper.into(),

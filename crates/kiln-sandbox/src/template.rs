@@ -33,10 +33,7 @@ pub enum TemplateError {
     #[error("{step} failed: {detail}")]
     Step { step: &'static str, detail: String },
     #[error("template I/O while {context}: {source}")]
-    Io {
-        context: &'static str,
-        source: std::io::Error,
-    },
+    Io { context: &'static str, source: std::io::Error },
     #[error(transparent)]
     Provider(#[from] crate::provider::ProviderError),
 }
@@ -62,10 +59,7 @@ pub fn current(data_dir: &Path) -> Option<Current> {
     let hash = std::fs::read_to_string(root(data_dir).join("current")).ok()?;
     let hash = hash.trim().to_owned();
     let dir = root(data_dir).join(&hash);
-    dir.join("ready").exists().then(|| Current {
-        app_dir: dir.join("app"),
-        spec_hash: hash,
-    })
+    dir.join("ready").exists().then(|| Current { app_dir: dir.join("app"), spec_hash: hash })
 }
 
 /// The template's files, sorted by path: from `dir` if given, else the copy
@@ -98,11 +92,7 @@ fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<(),
             walk(base, &p, out)?;
         } else {
             let data = std::fs::read(&p).map_err(|e| TemplateError::Source(p.clone(), e))?;
-            let rel = p
-                .strip_prefix(base)
-                .expect("under base")
-                .to_string_lossy()
-                .into_owned();
+            let rel = p.strip_prefix(base).expect("under base").to_string_lossy().into_owned();
             out.push((rel, data));
         }
     }
@@ -117,11 +107,7 @@ pub fn runtime_version() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "none".into());
-    format!(
-        "kiln-sandbox/{} envd-api/{} node/{node}",
-        env!("CARGO_PKG_VERSION"),
-        kiln_types::envd::ENVD_API_VERSION
-    )
+    format!("kiln-sandbox/{} envd-api/{} node/{node}", env!("CARGO_PKG_VERSION"), kiln_types::envd::ENVD_API_VERSION)
 }
 
 /// Hash of template files, runtime version and sandbox spec (32 hex digits).
@@ -163,64 +149,39 @@ pub async fn build(
     let _lock = lock(&root(&data_dir).join(".lock")).await?;
     if dir.join("ready").exists() {
         set_current(&data_dir, &hash)?;
-        return Ok(BuildReport {
-            spec_hash: hash,
-            built: false,
-            install_ms: 0,
-            warm_ms: 0,
-            modules_warmed: 0,
-        });
+        return Ok(BuildReport { spec_hash: hash, built: false, install_ms: 0, warm_ms: 0, modules_warmed: 0 });
     }
     let _ = std::fs::remove_dir_all(&dir);
     let app = dir.join("app");
     std::fs::create_dir_all(&app).map_err(io("creating the template directory"))?;
     for (rel, data) in &files {
         let p = app.join(rel);
-        std::fs::create_dir_all(p.parent().expect("has parent"))
-            .map_err(io("writing template files"))?;
+        std::fs::create_dir_all(p.parent().expect("has parent")).map_err(io("writing template files"))?;
         std::fs::write(&p, data).map_err(io("writing template files"))?;
     }
 
     let t = Instant::now();
     // No lifecycle scripts: this runs as root on the host.
     let out = tokio::process::Command::new("npm")
-        .args([
-            "ci",
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-            "--prefer-offline",
-            "--loglevel=error",
-        ])
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefer-offline", "--loglevel=error"])
         .current_dir(&app)
         .output()
         .await
         .map_err(io("starting npm (is Node installed?)"))?;
     if !out.status.success() {
-        return Err(TemplateError::Step {
-            step: "npm ci",
-            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+        return Err(TemplateError::Step { step: "npm ci", detail: String::from_utf8_lossy(&out.stderr).into_owned() });
     }
     let install_ms = t.elapsed().as_millis() as u64;
-    chown_tree(&app, provider.config().uid)
-        .map_err(io("handing the template to the sandbox uid"))?;
+    chown_tree(&app, provider.config().uid).map_err(io("handing the template to the sandbox uid"))?;
 
     let t = Instant::now();
     let modules_warmed = warm(provider, &app).await?;
     let warm_ms = t.elapsed().as_millis() as u64;
     // Nothing may write to a lower layer once sandboxes use it.
-    std::fs::write(dir.join("ready"), format!("{}\n", runtime_version()))
-        .map_err(io("marking the template ready"))?;
+    std::fs::write(dir.join("ready"), format!("{}\n", runtime_version())).map_err(io("marking the template ready"))?;
     set_current(&data_dir, &hash)?;
     prune(provider, &hash).await;
-    Ok(BuildReport {
-        spec_hash: hash,
-        built: true,
-        install_ms,
-        warm_ms,
-        modules_warmed,
-    })
+    Ok(BuildReport { spec_hash: hash, built: true, install_ms, warm_ms, modules_warmed })
 }
 
 /// Boots the template at `/app` and fetches its module graph, which makes
@@ -229,15 +190,10 @@ async fn warm(provider: &LocalProvider, app: &Path) -> Result<usize, TemplateErr
     let created = provider.create_direct(app).await?;
     let client = crate::EnvdClient::new(created.endpoint.clone());
     let result = async {
-        let health = client
-            .wait_dev_ready(Duration::from_secs(60))
-            .await
-            .map_err(crate::provider::ProviderError::from)?;
+        let health =
+            client.wait_dev_ready(Duration::from_secs(60)).await.map_err(crate::provider::ProviderError::from)?;
         if health.dev_server.state != kiln_types::envd::DevServerState::Ready {
-            return Err(TemplateError::Step {
-                step: "starting vite",
-                detail: health.dev_server.log_tail.join("\n"),
-            });
+            return Err(TemplateError::Step { step: "starting vite", detail: health.dev_server.log_tail.join("\n") });
         }
         let stats = crate::graph::fetch_module_graph(&client, kiln_types::envd::DEV_SERVER_PORT)
             .await
@@ -264,34 +220,22 @@ async fn lock(path: &Path) -> Result<std::fs::File, TemplateError> {
         .open(path)
         .map_err(io("opening the template lock"))?;
     tokio::task::spawn_blocking(move || {
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map(|()| f)
-            .map_err(std::io::Error::from)
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map(|()| f).map_err(std::io::Error::from)
     })
     .await
-    .map_err(|e| TemplateError::Io {
-        context: "waiting for the template lock",
-        source: std::io::Error::other(e),
-    })?
+    .map_err(|e| TemplateError::Io { context: "waiting for the template lock", source: std::io::Error::other(e) })?
     .map_err(io("waiting for the template lock"))
 }
 
 fn set_current(data_dir: &Path, hash: &str) -> Result<(), TemplateError> {
     let tmp = root(data_dir).join("current.tmp");
     std::fs::write(&tmp, hash).map_err(io("recording the current template"))?;
-    std::fs::rename(tmp, root(data_dir).join("current"))
-        .map_err(io("recording the current template"))
+    std::fs::rename(tmp, root(data_dir).join("current")).map_err(io("recording the current template"))
 }
 
 /// Removes template builds no sandbox uses any more.
 async fn prune(provider: &LocalProvider, keep: &str) {
-    let in_use: Vec<String> = provider
-        .list()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.spec_hash)
-        .collect();
+    let in_use: Vec<String> = provider.list().await.unwrap_or_default().into_iter().map(|s| s.spec_hash).collect();
     let Ok(rd) = std::fs::read_dir(root(&provider.config().data_dir)) else {
         return;
     };
@@ -339,11 +283,7 @@ mod tests {
     fn main_imports_the_hmr_bridge_first() {
         let files = source_files(None).unwrap();
         let main = &files.iter().find(|(n, _)| n == "src/main.tsx").unwrap().1;
-        let first = String::from_utf8_lossy(main)
-            .lines()
-            .next()
-            .unwrap()
-            .to_owned();
+        let first = String::from_utf8_lossy(main).lines().next().unwrap().to_owned();
         assert_eq!(first, "import \"./kiln-hmr-bridge\";");
     }
 
@@ -354,10 +294,7 @@ mod tests {
         let h = spec_hash(&files, "r1", &spec);
         assert_eq!(h.len(), 32);
         assert_eq!(h, spec_hash(&files, "r1", &spec));
-        assert_ne!(
-            h,
-            spec_hash(&[("a".to_owned(), b"2".to_vec())], "r1", &spec)
-        );
+        assert_ne!(h, spec_hash(&[("a".to_owned(), b"2".to_vec())], "r1", &spec));
         assert_ne!(h, spec_hash(&files, "r2", &spec));
         let mut other = spec.clone();
         other.limits.memory_mib += 1;

@@ -17,10 +17,7 @@ async fn twenty_cycles_four_at_a_time() {
             tasks.push(tokio::spawn(async move {
                 let c = p.create(&kiln_types::SandboxSpec::app()).await.unwrap();
                 let client = kiln_sandbox::EnvdClient::new(c.endpoint.clone());
-                let h = client
-                    .wait_dev_ready(std::time::Duration::from_secs(60))
-                    .await
-                    .unwrap();
+                let h = client.wait_dev_ready(std::time::Duration::from_secs(60)).await.unwrap();
                 assert_eq!(h.dev_server.state, kiln_types::envd::DevServerState::Ready);
                 p.kill(&c.info.id).await.unwrap();
                 c.info.id
@@ -35,14 +32,7 @@ async fn twenty_cycles_four_at_a_time() {
         assert_eq!(support::leftovers(env, id), Vec::<String>::new(), "{id}");
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(
-        support::zombie_children(),
-        Vec::<String>::new(),
-        "sandbox monitors were not reaped"
-    );
+    assert_eq!(support::zombie_children(), Vec::<String>::new(), "sandbox monitors were not reaped");
     let fds_after = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    assert!(
-        fds_after <= fds_before + 4,
-        "file descriptors leaked: {fds_before} → {fds_after}"
-    );
+    assert!(fds_after <= fds_before + 4, "file descriptors leaked: {fds_before} → {fds_after}");
 }

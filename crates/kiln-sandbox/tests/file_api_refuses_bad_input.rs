@@ -12,8 +12,7 @@ async fn bad_paths_bodies_and_tokens_are_refused() {
     let env = require_env!();
     let sb = support::Guard::new(env, support::spec(Limits::default(), false)).await;
     let c = sb.client();
-    sb.sh("ln -s /tmp /app/tmp-link; ln -s ../../tmp /app/rel-link; mkdir -p /tmp/probe")
-        .await;
+    sb.sh("ln -s /tmp /app/tmp-link; ln -s ../../tmp /app/rel-link; mkdir -p /tmp/probe").await;
 
     for path in [
         "../escape.txt",
@@ -26,10 +25,7 @@ async fn bad_paths_bodies_and_tokens_are_refused() {
         let err = c.write_file(path, "x").await.expect_err(path);
         assert_eq!(err.status().map(|s| s.as_u16()), Some(400), "{path}: {err}");
         let err = c.read_file(path).await.expect_err(path);
-        assert!(
-            matches!(err.status().map(|s| s.as_u16()), Some(400 | 404)),
-            "{path}: {err}"
-        );
+        assert!(matches!(err.status().map(|s| s.as_u16()), Some(400 | 404)), "{path}: {err}");
     }
     let err = c.read_file("/etc/passwd").await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
@@ -40,10 +36,7 @@ async fn bad_paths_bodies_and_tokens_are_refused() {
     let err = c.write_file("big.bin", big).await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(413));
 
-    let wrong = EnvdClient::new(kiln_sandbox::Endpoint {
-        socket: c.socket().to_owned(),
-        token: "0".repeat(64),
-    });
+    let wrong = EnvdClient::new(kiln_sandbox::Endpoint { socket: c.socket().to_owned(), token: "0".repeat(64) });
     let err = wrong.write_file("ok.txt", "x").await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(401));
 
@@ -51,22 +44,14 @@ async fn bad_paths_bodies_and_tokens_are_refused() {
     let (_, out, _) = sb.sh("ls -A /tmp /tmp/probe; ls /app").await;
     assert!(!out.contains("escape"), "{out}");
     assert!(!out.contains("big.bin") && !out.contains("ok.txt"), "{out}");
-    let upper = env
-        .data_dir
-        .join("sandboxes")
-        .join(sb.id().as_str())
-        .join("upper");
-    let names: Vec<String> = std::fs::read_dir(&upper)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let upper = env.data_dir.join("sandboxes").join(sb.id().as_str()).join("upper");
+    let names: Vec<String> =
+        std::fs::read_dir(&upper).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     let mut names = names;
     names.sort();
     assert_eq!(names, ["rel-link", "tmp-link"]);
 
     // A good write still works and lands in the sandbox's upper layer only.
-    c.write_file("src/new/Thing.tsx", "export {}")
-        .await
-        .unwrap();
+    c.write_file("src/new/Thing.tsx", "export {}").await.unwrap();
     assert!(upper.join("src/new/Thing.tsx").exists());
 }

@@ -14,26 +14,11 @@ async fn host_paths_other_sandboxes_and_host_processes_are_invisible() {
     let env = require_env!();
     let a = support::Guard::new(env, support::spec(Limits::default(), false)).await;
     let b = support::Guard::new(env, support::spec(Limits::default(), false)).await;
-    b.client()
-        .write_file("secret.txt", "b's secret")
-        .await
-        .unwrap();
+    b.client().write_file("secret.txt", "b's secret").await.unwrap();
 
     let data = env.data_dir.display().to_string();
-    let b_app = env
-        .data_dir
-        .join("sandboxes")
-        .join(b.id().as_str())
-        .join("app/secret.txt");
-    for path in [
-        "/root",
-        "/work",
-        "/home",
-        "/var",
-        &data,
-        &b_app.display().to_string(),
-        "/etc/shadow",
-    ] {
+    let b_app = env.data_dir.join("sandboxes").join(b.id().as_str()).join("app/secret.txt");
+    for path in ["/root", "/work", "/home", "/var", &data, &b_app.display().to_string(), "/etc/shadow"] {
         let (code, out, _) = a.sh(&format!("ls -a {path} || cat {path}")).await;
         assert_ne!(code, 0, "{path} is visible inside: {out}");
     }
@@ -42,15 +27,10 @@ async fn host_paths_other_sandboxes_and_host_processes_are_invisible() {
     assert_eq!(out.trim(), "", "another sandbox's file found from inside");
 
     // Its own pid namespace: a handful of processes, pid 1 is bubblewrap.
-    let (_, out, _) = a
-        .sh("ls /proc | grep -cE '^[0-9]+$'; cat /proc/1/comm")
-        .await;
+    let (_, out, _) = a.sh("ls /proc | grep -cE '^[0-9]+$'; cat /proc/1/comm").await;
     let mut lines = out.lines();
     let count: usize = lines.next().unwrap().parse().unwrap();
-    assert!(
-        count < 20,
-        "{count} processes visible: the host's /proc leaks in"
-    );
+    assert!(count < 20, "{count} processes visible: the host's /proc leaks in");
     assert_eq!(lines.next(), Some("bwrap"));
 
     // Runs as the unprivileged uid with no capabilities.
@@ -72,10 +52,7 @@ async fn host_loopback_is_unreachable() {
     assert_eq!(code, 3, "stdout {out} stderr {err}");
     assert_eq!(out.trim(), "ECONNREFUSED");
     let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
-    assert!(
-        accepted.is_err(),
-        "the host listener received a connection from the sandbox"
-    );
+    assert!(accepted.is_err(), "the host listener received a connection from the sandbox");
     let (_, out, _) = sb.sh("cat /proc/net/dev | grep -c ':'").await;
     assert_eq!(out.trim(), "1", "only loopback should exist");
 }
@@ -83,10 +60,7 @@ async fn host_loopback_is_unreachable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fork_bomb_is_stopped_by_the_pids_limit() {
     let env = require_env!();
-    let limits = Limits {
-        pids: 64,
-        ..Limits::default()
-    };
+    let limits = Limits { pids: 64, ..Limits::default() };
     let sb = support::Guard::new(env, support::spec(limits, false)).await;
     let neighbour = support::Guard::new(env, support::spec(Limits::default(), false)).await;
     let (_code, _, _) = sb.sh("f(){ f | f & }; f; sleep 2; exit 0").await;
@@ -94,19 +68,10 @@ async fn fork_bomb_is_stopped_by_the_pids_limit() {
     let events = std::fs::read_to_string(cg.join("pids.events")).unwrap();
     let refused: u64 = events.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(refused > 0, "the pids limit never refused a fork: {events}");
-    let current: u64 = std::fs::read_to_string(cg.join("pids.current"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let current: u64 = std::fs::read_to_string(cg.join("pids.current")).unwrap().trim().parse().unwrap();
     assert!(current <= 64, "{current} tasks over a limit of 64");
     // The host and the neighbour are fine.
-    assert!(
-        std::process::Command::new("true")
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(std::process::Command::new("true").status().unwrap().success());
     assert_eq!(neighbour.sh("echo ok").await.1.trim(), "ok");
     // And kill still cleans a sandbox full of fork-bomb processes.
     sb.provider.kill(sb.id()).await.unwrap();
@@ -116,33 +81,18 @@ async fn fork_bomb_is_stopped_by_the_pids_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_hog_is_killed_inside_its_own_sandbox_only() {
     let env = require_env!();
-    let limits = Limits {
-        memory_mib: 256,
-        ..Limits::default()
-    };
+    let limits = Limits { memory_mib: 256, ..Limits::default() };
     let sb = support::Guard::new(env, support::spec(limits, false)).await;
     let neighbour = support::Guard::new(env, support::spec(Limits::default(), false)).await;
-    let (code, _, _) = sb
-        .sh("node -e 'const a=[];for(;;)a.push(Buffer.alloc(1<<20,1))'")
-        .await;
+    let (code, _, _) = sb.sh("node -e 'const a=[];for(;;)a.push(Buffer.alloc(1<<20,1))'").await;
     assert_eq!(code, 128 + 9, "the hog should die of SIGKILL (OOM)");
     let oom = std::fs::read_to_string(
-        std::path::Path::new("/sys/fs/cgroup/memory/kiln")
-            .join(sb.id().as_str())
-            .join("memory.oom_control"),
+        std::path::Path::new("/sys/fs/cgroup/memory/kiln").join(sb.id().as_str()).join("memory.oom_control"),
     )
     .unwrap();
-    let kills: u64 = oom
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let kills: u64 = oom.lines().find_map(|l| l.strip_prefix("oom_kill ")).unwrap().parse().unwrap();
     assert!(kills >= 1, "{oom}");
     // envd survived in the hog's sandbox; the neighbour never noticed.
-    sb.client()
-        .health()
-        .await
-        .expect("envd still answers after the OOM kill");
+    sb.client().health().await.expect("envd still answers after the OOM kill");
     assert_eq!(neighbour.sh("echo ok").await.1.trim(), "ok");
 }

@@ -26,61 +26,30 @@ async fn page_css_and_hmr_update_through_the_port_proxy() {
     assert!(html.contains("/src/main.tsx"));
 
     // The page's heading uses `text-4xl`; Tailwind must have generated it.
-    let (status, css) = proxy_get(&client, DEV_SERVER_PORT, "/src/index.css?direct")
-        .await
-        .unwrap();
+    let (status, css) = proxy_get(&client, DEV_SERVER_PORT, "/src/index.css?direct").await.unwrap();
     assert_eq!(status, 200);
     let css = String::from_utf8_lossy(&css);
-    assert!(
-        css.contains(".text-4xl"),
-        "Tailwind utility missing from served CSS"
-    );
+    assert!(css.contains(".text-4xl"), "Tailwind utility missing from served CSS");
     assert!(css.contains(".min-h-screen"));
 
-    let (_, app) = proxy_get(&client, DEV_SERVER_PORT, "/src/App.tsx")
-        .await
-        .unwrap();
+    let (_, app) = proxy_get(&client, DEV_SERVER_PORT, "/src/App.tsx").await.unwrap();
     assert!(String::from_utf8_lossy(&app).contains("Your app starts here"));
 
     // Vite's HMR socket needs the token embedded in its client module.
-    let (_, vite_client) = proxy_get(&client, DEV_SERVER_PORT, "/@vite/client")
-        .await
-        .unwrap();
+    let (_, vite_client) = proxy_get(&client, DEV_SERVER_PORT, "/@vite/client").await.unwrap();
     let vite_client = String::from_utf8_lossy(&vite_client);
-    let token = vite_client
-        .split("wsToken = \"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("vite client has a wsToken");
+    let token =
+        vite_client.split("wsToken = \"").nth(1).and_then(|s| s.split('"').next()).expect("vite client has a wsToken");
 
-    let stream = tokio::net::UnixStream::connect(client.socket())
-        .await
-        .unwrap();
-    let mut req = format!("ws://localhost/v1/proxy/{DEV_SERVER_PORT}/?token={token}")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", client.endpoint().token)
-            .parse()
-            .unwrap(),
-    );
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "vite-hmr".parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream)
-        .await
-        .expect("websocket through the proxy");
+    let stream = tokio::net::UnixStream::connect(client.socket()).await.unwrap();
+    let mut req = format!("ws://localhost/v1/proxy/{DEV_SERVER_PORT}/?token={token}").into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", client.endpoint().token).parse().unwrap());
+    req.headers_mut().insert("sec-websocket-protocol", "vite-hmr".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.expect("websocket through the proxy");
     assert_eq!(resp.status(), 101);
-    assert_eq!(
-        resp.headers().get("sec-websocket-protocol").unwrap(),
-        "vite-hmr"
-    );
+    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "vite-hmr");
 
-    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
     assert!(first.to_text().unwrap().contains("connected"), "{first:?}");
 
     let new_app = r#"export default function App() {
@@ -91,10 +60,11 @@ async fn page_css_and_hmr_update_through_the_port_proxy() {
 
     let update = tokio::time::timeout(Duration::from_secs(15), async {
         while let Some(msg) = ws.next().await {
-            if let Message::Text(t) = msg.unwrap() {
-                if t.contains("\"update\"") && t.contains("/src/App.tsx") {
-                    return t.to_string();
-                }
+            if let Message::Text(t) = msg.unwrap()
+                && t.contains("\"update\"")
+                && t.contains("/src/App.tsx")
+            {
+                return t.to_string();
             }
         }
         panic!("socket closed before the update arrived");
@@ -105,8 +75,6 @@ async fn page_css_and_hmr_update_through_the_port_proxy() {
     let _ = ws.close(None).await;
     let _ = ws.send(Message::Close(None)).await;
 
-    let (_, app) = proxy_get(&client, DEV_SERVER_PORT, "/src/App.tsx")
-        .await
-        .unwrap();
+    let (_, app) = proxy_get(&client, DEV_SERVER_PORT, "/src/App.tsx").await.unwrap();
     assert!(String::from_utf8_lossy(&app).contains("Edited through envd"));
 }

@@ -28,11 +28,7 @@ pub enum ConfigError {
     #[error("config file {0} is not valid: {1}")]
     Parse(PathBuf, String),
     #[error("invalid {name}={value:?}: {why}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        why: String,
-    },
+    Invalid { name: &'static str, value: String, why: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,38 +79,20 @@ impl Env for ProcessEnv {
 
 impl<const N: usize> Env for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
     }
 }
 
-fn parse_num<T: std::str::FromStr>(
-    name: &'static str,
-    raw: &str,
-    min: u64,
-    max: u64,
-) -> Result<T, ConfigError>
-where
-    T: TryFrom<u64>,
-{
+fn parse_num<T: TryFrom<u64>>(name: &'static str, raw: &str, min: u64, max: u64) -> Result<T, ConfigError> {
     let v: u64 = raw.trim().parse().map_err(|_| ConfigError::Invalid {
         name,
         value: raw.into(),
         why: "not a non-negative integer".into(),
     })?;
     if v < min || v > max {
-        return Err(ConfigError::Invalid {
-            name,
-            value: raw.into(),
-            why: format!("must be between {min} and {max}"),
-        });
+        return Err(ConfigError::Invalid { name, value: raw.into(), why: format!("must be between {min} and {max}") });
     }
-    T::try_from(v).map_err(|_| ConfigError::Invalid {
-        name,
-        value: raw.into(),
-        why: "out of range".into(),
-    })
+    T::try_from(v).map_err(|_| ConfigError::Invalid { name, value: raw.into(), why: "out of range".into() })
 }
 
 impl Config {
@@ -125,25 +103,18 @@ impl Config {
     pub fn load_from(env: &dyn Env) -> Result<Config, ConfigError> {
         let env_data_dir = env.get("KILN_DATA_DIR").map(PathBuf::from);
         let file_path = env.get("KILN_CONFIG").map(PathBuf::from).or_else(|| {
-            let p = env_data_dir
-                .clone()
-                .unwrap_or_else(default_data_dir)
-                .join("kiln.toml");
+            let p = env_data_dir.clone().unwrap_or_else(default_data_dir).join("kiln.toml");
             p.exists().then_some(p)
         });
         let file = match &file_path {
             Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError::Parse(p.clone(), e.to_string()))?
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse(p.clone(), e.to_string()))?
             }
             None => FileConfig::default(),
         };
 
-        let data_dir = env_data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(default_data_dir);
+        let data_dir = env_data_dir.or(file.data_dir).unwrap_or_else(default_data_dir);
         if !data_dir.is_absolute() {
             return Err(ConfigError::Invalid {
                 name: "KILN_DATA_DIR",
@@ -151,10 +122,7 @@ impl Config {
                 why: "must be an absolute path".into(),
             });
         }
-        let listen_raw = env
-            .get("KILN_LISTEN")
-            .or(file.listen)
-            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen_raw = env.get("KILN_LISTEN").or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
             name: "KILN_LISTEN",
             value: listen_raw.clone(),
@@ -162,28 +130,18 @@ impl Config {
         })?;
 
         let d = Limits::default();
-        let num = |name: &'static str,
-                   file_v: Option<u64>,
-                   default: u64,
-                   min: u64,
-                   max: u64|
-         -> Result<u64, ConfigError> {
-            match env.get(name) {
-                Some(raw) => parse_num(name, &raw, min, max),
-                None => match file_v {
-                    Some(v) => parse_num(name, &v.to_string(), min, max),
-                    None => Ok(default),
-                },
-            }
-        };
+        let num =
+            |name: &'static str, file_v: Option<u64>, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+                match env.get(name) {
+                    Some(raw) => parse_num(name, &raw, min, max),
+                    None => match file_v {
+                        Some(v) => parse_num(name, &v.to_string(), min, max),
+                        None => Ok(default),
+                    },
+                }
+            };
         let limits = Limits {
-            memory_mib: num(
-                "KILN_SANDBOX_MEMORY_MIB",
-                file.sandbox.memory_mib,
-                d.memory_mib,
-                64,
-                1 << 20,
-            )?,
+            memory_mib: num("KILN_SANDBOX_MEMORY_MIB", file.sandbox.memory_mib, d.memory_mib, 64, 1 << 20)?,
             pids: num("KILN_SANDBOX_PIDS", file.sandbox.pids, d.pids, 16, 1 << 22)?,
             cpu_millicores: num(
                 "KILN_SANDBOX_CPU_MILLICORES",
@@ -200,27 +158,13 @@ impl Config {
             1000,
             65533,
         )? as u32;
-        let envd_bin = env
-            .get("KILN_ENVD_BIN")
-            .map(PathBuf::from)
-            .or(file.sandbox.envd_bin);
-        Ok(Config {
-            data_dir,
-            listen,
-            sandbox: SandboxConfig {
-                limits,
-                uid,
-                envd_bin,
-            },
-        })
+        let envd_bin = env.get("KILN_ENVD_BIN").map(PathBuf::from).or(file.sandbox.envd_bin);
+        Ok(Config { data_dir, listen, sandbox: SandboxConfig { limits, uid, envd_bin } })
     }
 
     /// The spec app sandboxes are created with.
     pub fn app_spec(&self) -> SandboxSpec {
-        SandboxSpec {
-            limits: self.sandbox.limits.clone(),
-            ..SandboxSpec::app()
-        }
+        SandboxSpec { limits: self.sandbox.limits.clone(), ..SandboxSpec::app() }
     }
 
     /// The `kiln-envd` binary: configured, or next to the running executable.
@@ -231,9 +175,7 @@ impl Config {
         let exe = std::env::current_exe().ok()?;
         // Next to `kiln`, or one level up for test binaries in target/*/deps.
         let dir = exe.parent()?;
-        [dir.join("kiln-envd"), dir.parent()?.join("kiln-envd")]
-            .into_iter()
-            .find(|p| p.exists())
+        [dir.join("kiln-envd"), dir.parent()?.join("kiln-envd")].into_iter().find(|p| p.exists())
     }
 
     pub fn local(&self) -> Option<LocalConfig> {
@@ -263,11 +205,7 @@ fn node_outside_usr() -> Vec<PathBuf> {
                 return vec![];
             }
             // <prefix>/bin/node → bind <prefix>
-            return real
-                .parent()
-                .and_then(Path::parent)
-                .map(|p| vec![p.to_owned()])
-                .unwrap_or_default();
+            return real.parent().and_then(Path::parent).map(|p| vec![p.to_owned()]).unwrap_or_default();
         }
     }
     vec![]
@@ -289,18 +227,10 @@ mod tests {
     fn environment_wins_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("k.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:9000\"\n[sandbox]\nmemory_mib = 512\npids = 100\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[sandbox]\nmemory_mib = 512\npids = 100\n").unwrap();
         let f = file.to_str().unwrap();
-        let c = Config::load_from(&[
-            ("KILN_CONFIG", f),
-            ("KILN_DATA_DIR", "/tmp/x"),
-            ("KILN_SANDBOX_PIDS", "200"),
-        ])
-        .unwrap();
+        let c = Config::load_from(&[("KILN_CONFIG", f), ("KILN_DATA_DIR", "/tmp/x"), ("KILN_SANDBOX_PIDS", "200")])
+            .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.sandbox.limits.memory_mib, 512);
         assert_eq!(c.sandbox.limits.pids, 200);
@@ -316,11 +246,7 @@ mod tests {
             ("KILN_DATA_DIR", "rel/dir"),
         ] {
             let env = [("KILN_DATA_DIR", "/tmp/x"), (k, v)];
-            let env = if k == "KILN_DATA_DIR" {
-                [(k, v), ("X", "")]
-            } else {
-                env
-            };
+            let env = if k == "KILN_DATA_DIR" { [(k, v), ("X", "")] } else { env };
             let err = Config::load_from(&env).unwrap_err().to_string();
             assert!(err.contains(k), "{err} does not name {k}");
         }
@@ -331,11 +257,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("k.toml");
         std::fs::write(&file, "listen_addr = \"x\"\n").unwrap();
-        let err = Config::load_from(&[
-            ("KILN_CONFIG", file.to_str().unwrap()),
-            ("KILN_DATA_DIR", "/tmp/x"),
-        ])
-        .unwrap_err();
+        let err =
+            Config::load_from(&[("KILN_CONFIG", file.to_str().unwrap()), ("KILN_DATA_DIR", "/tmp/x")]).unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
     }
 }

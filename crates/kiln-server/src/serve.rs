@@ -18,9 +18,7 @@ use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(
-        "kiln-envd was not found next to the kiln binary; build it (cargo build --bins) or set KILN_ENVD_BIN"
-    )]
+    #[error("kiln-envd was not found next to the kiln binary; build it (cargo build --bins) or set KILN_ENVD_BIN")]
     NoEnvd,
     #[error(transparent)]
     Provider(#[from] kiln_sandbox::ProviderError),
@@ -46,26 +44,13 @@ pub async fn serve(cfg: Config) -> Result<(), ServeError> {
     if report.built {
         tracing::info!(spec_hash = %report.spec_hash, install_ms = report.install_ms, warm_ms = report.warm_ms, "template built");
     }
-    let reclaimed = provider
-        .reclaim(|_, owner, alive| owner != OWNER && alive)
-        .await?;
+    let reclaimed = provider.reclaim(|_, owner, alive| owner != OWNER && alive).await?;
     if !reclaimed.is_empty() {
-        tracing::info!(
-            count = reclaimed.len(),
-            "reclaimed sandboxes left by a previous server"
-        );
+        tracing::info!(count = reclaimed.len(), "reclaimed sandboxes left by a previous server");
     }
-    let state = Arc::new(AppState {
-        cfg: cfg.clone(),
-        provider,
-    });
-    let app = Router::new()
-        .route("/", get(index))
-        .route("/api/health", get(health))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| ServeError::Bind(cfg.listen, e))?;
+    let state = Arc::new(AppState { cfg: cfg.clone(), provider });
+    let app = Router::new().route("/", get(index)).route("/api/health", get(health)).with_state(state);
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| ServeError::Bind(cfg.listen, e))?;
     tracing::info!("Kiln is running at http://{}/", cfg.listen);
     println!("Kiln is running at http://{}/", cfg.listen);
     axum::serve(listener, app).await?;

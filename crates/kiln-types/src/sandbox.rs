@@ -35,14 +35,8 @@ impl SandboxId {
 impl FromStr for SandboxId {
     type Err = SandboxIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = s.len() == SANDBOX_ID_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok {
-            Ok(SandboxId(s.to_owned()))
-        } else {
-            Err(SandboxIdError(s.chars().take(80).collect()))
-        }
+        let ok = s.len() == SANDBOX_ID_LEN && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok { Ok(SandboxId(s.to_owned())) } else { Err(SandboxIdError(s.chars().take(80).collect())) }
     }
 }
 
@@ -117,11 +111,7 @@ impl Default for Limits {
     fn default() -> Self {
         // Vite idles at ~180 MiB; headless Chromium for the agent's checks and
         // the agent itself need the rest. Chromium alone runs ~100 threads.
-        Limits {
-            memory_mib: 2048,
-            pids: 1024,
-            cpu_millicores: 1000,
-        }
+        Limits { memory_mib: 2048, pids: 1024, cpu_millicores: 1000 }
     }
 }
 
@@ -141,10 +131,7 @@ pub struct SandboxSpec {
 impl SandboxSpec {
     /// The spec used for app sandboxes: default limits, no egress, dev server on.
     pub fn app() -> Self {
-        SandboxSpec {
-            dev_server: true,
-            ..Default::default()
-        }
+        SandboxSpec { dev_server: true, ..Default::default() }
     }
 }
 

@@ -42,17 +42,12 @@ async fn sandbox(runs: usize) -> anyhow::Result<u8> {
         let client = kiln_sandbox::EnvdClient::new(c.endpoint.clone());
         let port = kiln_types::envd::DEV_SERVER_PORT;
         loop {
-            let (status, _) = kiln_sandbox::graph::proxy_get(&client, port, "/")
-                .await
-                .unwrap_or((0, Default::default()));
+            let (status, _) =
+                kiln_sandbox::graph::proxy_get(&client, port, "/").await.unwrap_or((0, Default::default()));
             if status == 200 {
                 break;
             }
-            anyhow::ensure!(
-                t.elapsed() < Duration::from_secs(30),
-                "dev server of {} never answered",
-                c.info.id
-            );
+            anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "dev server of {} never answered", c.info.id);
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         first.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -6,11 +6,7 @@ use kiln_sandbox::LocalProvider;
 use kiln_server::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "kiln",
-    version,
-    about = "Self-hostable AI app builder: sandboxes, warm pool, live preview."
-)]
+#[command(name = "kiln", version, about = "Self-hostable AI app builder: sandboxes, warm pool, live preview.")]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -59,7 +55,9 @@ pub fn config() -> anyhow::Result<Config> {
 }
 
 pub fn provider(cfg: &Config, owner: &str) -> anyhow::Result<LocalProvider> {
-    let local = cfg.local().context("kiln-envd was not found next to the kiln binary; build it (cargo build --bins) or set KILN_ENVD_BIN")?;
+    let local = cfg.local().context(
+        "kiln-envd was not found next to the kiln binary; build it (cargo build --bins) or set KILN_ENVD_BIN",
+    )?;
     Ok(LocalProvider::new(local)?.with_owner(owner))
 }
 
@@ -70,9 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Doctor { json } => crate::doctor::run(json),
-        Cmd::Template {
-            cmd: TemplateCmd::Build { source },
-        } => {
+        Cmd::Template { cmd: TemplateCmd::Build { source } } => {
             let cfg = config()?;
             let p = provider(&cfg, "template")?;
             let r = kiln_sandbox::template::build(&p, &cfg.app_spec(), source.as_deref()).await?;

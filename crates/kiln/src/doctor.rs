@@ -5,11 +5,8 @@ use kiln_sandbox::prereq::{self, Status};
 
 pub fn run(json: bool) -> anyhow::Result<u8> {
     let cfg = crate::cli::config()?;
-    let checks = prereq::run_all(&prereq::Inputs {
-        data_dir: &cfg.data_dir,
-        envd_bin: cfg.envd_bin(),
-        uid: cfg.sandbox.uid,
-    });
+    let checks =
+        prereq::run_all(&prereq::Inputs { data_dir: &cfg.data_dir, envd_bin: cfg.envd_bin(), uid: cfg.sandbox.uid });
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
@@ -28,11 +25,7 @@ pub fn run(json: bool) -> anyhow::Result<u8> {
         }
         println!(
             "{}",
-            if failed {
-                "kiln cannot run until the FAIL items are fixed."
-            } else {
-                "All required checks pass."
-            }
+            if failed { "kiln cannot run until the FAIL items are fixed." } else { "All required checks pass." }
         );
     }
     Ok(u8::from(failed))

@@ -51,10 +51,7 @@ pub async fn run(cmd: SandboxCmd) -> anyhow::Result<u8> {
     let cfg = crate::cli::config()?;
     let p = crate::cli::provider(&cfg, "cli")?;
     match cmd {
-        SandboxCmd::Create {
-            no_dev_server,
-            wait_ready,
-        } => {
+        SandboxCmd::Create { no_dev_server, wait_ready } => {
             let mut spec = cfg.app_spec();
             spec.dev_server = !no_dev_server;
             let c = p.create(&spec).await?;
@@ -73,23 +70,12 @@ pub async fn run(cmd: SandboxCmd) -> anyhow::Result<u8> {
                 println!("{:<34} {:<9} {:<8} CREATED", "ID", "STATE", "MEMORY");
                 for s in list {
                     let age = kiln_sandbox::local::now_ms().saturating_sub(s.created_at_ms) / 1000;
-                    println!(
-                        "{:<34} {:<9} {:<8} {age}s ago",
-                        s.id,
-                        s.state,
-                        format!("{}M", s.spec.limits.memory_mib)
-                    );
+                    println!("{:<34} {:<9} {:<8} {age}s ago", s.id, s.state, format!("{}M", s.spec.limits.memory_mib));
                 }
             }
             Ok(0)
         }
-        SandboxCmd::Exec {
-            id,
-            cwd,
-            env,
-            timeout,
-            cmd,
-        } => {
+        SandboxCmd::Exec { id, cwd, env, timeout, cmd } => {
             let client = p.connect(&id).await?;
             let env = env
                 .iter()

@@ -13,6 +13,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// The namespaces every sandbox gets, and no nested user namespaces inside.
+pub const NAMESPACE_FLAGS: &[&str] = &[
+    "--unshare-user",
+    "--unshare-ipc",
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-uts",
+    "--unshare-cgroup",
+    "--disable-userns",
+];
+
 /// File descriptors the child finds at these numbers.
 pub const FD_APP: i32 = 100;
 pub const FD_RUN: i32 = 101;
@@ -48,20 +59,10 @@ pub fn etc_files(uid: u32) -> Vec<(&'static str, String)> {
                 "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\napp:x:{uid}:{uid}:Kiln app:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
             ),
         ),
-        (
-            "group",
-            format!("root:x:0:\napp:x:{uid}:\nnogroup:x:65534:\n"),
-        ),
-        (
-            "hosts",
-            "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 kiln\n"
-                .into(),
-        ),
+        ("group", format!("root:x:0:\napp:x:{uid}:\nnogroup:x:65534:\n")),
+        ("hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 kiln\n".into()),
         ("hostname", "kiln\n".into()),
-        (
-            "nsswitch.conf",
-            "passwd: files\ngroup: files\nhosts: files dns\n".into(),
-        ),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
         ("resolv.conf", String::new()),
     ]
 }
@@ -85,12 +86,7 @@ pub struct BwrapPlan {
 
 impl BwrapPlan {
     /// Reads the host's layout of `/bin`, `/lib`… and `/etc`.
-    pub fn for_host(
-        sandbox_id: &str,
-        uid: u32,
-        extra_ro: Vec<PathBuf>,
-        dev_server: bool,
-    ) -> BwrapPlan {
+    pub fn for_host(sandbox_id: &str, uid: u32, extra_ro: Vec<PathBuf>, dev_server: bool) -> BwrapPlan {
         let mut usr_links = Vec::new();
         let mut usr_dirs = Vec::new();
         for d in ["bin", "sbin", "lib", "lib64", "lib32", "libx32"] {
@@ -101,33 +97,16 @@ impl BwrapPlan {
                 Err(_) => {}
             }
         }
-        let etc_present = ETC_ALLOW
-            .iter()
-            .filter(|e| Path::new("/etc").join(e).exists())
-            .map(|e| (*e).to_owned())
-            .collect();
-        BwrapPlan {
-            sandbox_id: sandbox_id.to_owned(),
-            uid,
-            etc_present,
-            usr_links,
-            usr_dirs,
-            extra_ro,
-            dev_server,
-        }
+        let etc_present =
+            ETC_ALLOW.iter().filter(|e| Path::new("/etc").join(e).exists()).map(|e| (*e).to_owned()).collect();
+        BwrapPlan { sandbox_id: sandbox_id.to_owned(), uid, etc_present, usr_links, usr_dirs, extra_ro, dev_server }
     }
 
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| (*s).to_owned()));
+        push(NAMESPACE_FLAGS);
         push(&[
-            "--unshare-user",
-            "--unshare-ipc",
-            "--unshare-pid",
-            "--unshare-net",
-            "--unshare-uts",
-            "--unshare-cgroup",
-            "--disable-userns",
             "--new-session",
             "--hostname",
             "kiln",
@@ -169,18 +148,11 @@ impl BwrapPlan {
             a.extend(["--ro-bind".into(), s.clone(), s]);
         }
         a.extend(
-            [
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
-                "--dir", "/etc",
-            ]
-            .map(String::from),
+            ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--dir", "/etc"]
+                .map(String::from),
         );
         for (i, (name, _)) in etc_files(self.uid).iter().enumerate() {
-            a.extend([
-                "--ro-bind-data".into(),
-                (FD_ETC_BASE + i as i32).to_string(),
-                format!("/etc/{name}"),
-            ]);
+            a.extend(["--ro-bind-data".into(), (FD_ETC_BASE + i as i32).to_string(), format!("/etc/{name}")]);
         }
         for e in &self.etc_present {
             a.extend(["--ro-bind".into(), format!("/etc/{e}"), format!("/etc/{e}")]);
@@ -250,14 +222,7 @@ mod tests {
     #[test]
     fn host_secrets_are_never_bound() {
         let a = plan().args().join(" ");
-        for forbidden in [
-            "/root",
-            "/home",
-            "/work",
-            "/var",
-            "/etc/shadow",
-            "--bind / ",
-        ] {
+        for forbidden in ["/root", "/home", "/work", "/var", "/etc/shadow", "--bind / "] {
             assert!(!a.contains(forbidden), "{forbidden} appears in {a}");
         }
         // /etc is synthesized, with only allow-listed host entries.
@@ -273,14 +238,8 @@ mod tests {
         assert!(s.contains(&format!("--bind-fd {FD_RUN} /run/kiln")));
         assert!(s.contains(&format!("--ro-bind-fd {FD_ENVD} {ENVD_PATH}")));
         let remount = a.iter().position(|x| x == "--remount-ro").unwrap();
-        let last_mount = a
-            .iter()
-            .rposition(|x| x.starts_with("--bind") || x.starts_with("--ro-bind"))
-            .unwrap();
-        assert!(
-            remount > last_mount,
-            "root must be made read-only after the last mount"
-        );
+        let last_mount = a.iter().rposition(|x| x.starts_with("--bind") || x.starts_with("--ro-bind")).unwrap();
+        assert!(remount > last_mount, "root must be made read-only after the last mount");
         assert_eq!(a.last().unwrap(), "--dev-server");
     }
 

@@ -38,9 +38,7 @@ pub struct Dirs {
 
 impl Dirs {
     pub fn new(sandboxes: &Path, id: &SandboxId) -> Dirs {
-        Dirs {
-            root: sandboxes.join(id.as_str()),
-        }
+        Dirs { root: sandboxes.join(id.as_str()) }
     }
     pub fn meta(&self) -> PathBuf {
         self.root.join("meta.json")
@@ -75,10 +73,7 @@ impl Meta {
     /// Atomic replace, so a reader never sees half a record.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, path)
     }
 }
@@ -93,8 +88,5 @@ pub fn start_time(pid: i32) -> Option<u64> {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

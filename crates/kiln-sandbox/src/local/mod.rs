@@ -65,20 +65,12 @@ impl LocalProvider {
     pub fn new(cfg: LocalConfig) -> Result<LocalProvider, ProviderError> {
         let sys: Arc<dyn Sys> = Arc::new(HostSys);
         let layout = Layout::detect(sys.as_ref());
-        let mut p = LocalProvider {
-            cfg,
-            sys,
-            layout,
-            owner: "cli".into(),
-        };
+        let mut p = LocalProvider { cfg, sys, layout, owner: "cli".into() };
         let dir = p.sandboxes_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(ProviderError::io("creating the sandboxes directory"))?;
-        restrict(&dir, p.cfg.uid)
-            .map_err(ProviderError::io("restricting the sandboxes directory"))?;
-        p.cfg.envd_bin = install_envd(&p.cfg).map_err(ProviderError::io(
-            "installing kiln-envd into the data directory",
-        ))?;
+        std::fs::create_dir_all(&dir).map_err(ProviderError::io("creating the sandboxes directory"))?;
+        restrict(&dir, p.cfg.uid).map_err(ProviderError::io("restricting the sandboxes directory"))?;
+        p.cfg.envd_bin =
+            install_envd(&p.cfg).map_err(ProviderError::io("installing kiln-envd into the data directory"))?;
         Ok(p)
     }
 
@@ -140,10 +132,7 @@ impl LocalProvider {
         match result {
             Ok(()) => Ok(Created {
                 info: info_of(&meta, SandboxState::Running),
-                endpoint: Endpoint {
-                    socket: dirs.socket(),
-                    token,
-                },
+                endpoint: Endpoint { socket: dirs.socket(), token },
             }),
             Err(e) => {
                 let log = std::fs::read_to_string(dirs.log()).unwrap_or_default();
@@ -154,37 +143,25 @@ impl LocalProvider {
         }
     }
 
-    async fn boot(
-        &self,
-        dirs: &Dirs,
-        meta: &mut Meta,
-        source: AppSource<'_>,
-    ) -> Result<(), ProviderError> {
+    async fn boot(&self, dirs: &Dirs, meta: &mut Meta, source: AppSource<'_>) -> Result<(), ProviderError> {
         let sys = self.sys.as_ref();
         let uid = meta.uid;
-        std::fs::create_dir(&dirs.root)
-            .map_err(ProviderError::io("creating the sandbox directory"))?;
-        restrict(&dirs.root, uid)
-            .map_err(ProviderError::io("restricting the sandbox directory"))?;
+        std::fs::create_dir(&dirs.root).map_err(ProviderError::io("creating the sandbox directory"))?;
+        restrict(&dirs.root, uid).map_err(ProviderError::io("restricting the sandbox directory"))?;
         for d in [dirs.run(), dirs.app()] {
             std::fs::create_dir(&d).map_err(ProviderError::io("creating sandbox directories"))?;
         }
-        chown(&dirs.run(), uid).map_err(ProviderError::io(
-            "handing the run directory to the sandbox uid",
-        ))?;
+        chown(&dirs.run(), uid).map_err(ProviderError::io("handing the run directory to the sandbox uid"))?;
         set_mode(&dirs.run(), 0o700).map_err(ProviderError::io("restricting the run directory"))?;
-        meta.save(&dirs.meta())
-            .map_err(ProviderError::io("writing sandbox metadata"))?;
+        meta.save(&dirs.meta()).map_err(ProviderError::io("writing sandbox metadata"))?;
 
         let app_dir = match source {
             AppSource::Overlay { lower } => {
                 for d in [dirs.upper(), dirs.work()] {
-                    std::fs::create_dir(&d)
-                        .map_err(ProviderError::io("creating overlay directories"))?;
+                    std::fs::create_dir(&d).map_err(ProviderError::io("creating overlay directories"))?;
                 }
                 // The merged root takes its owner from the upper directory.
-                chown(&dirs.upper(), uid)
-                    .map_err(ProviderError::io("handing the overlay to the sandbox uid"))?;
+                chown(&dirs.upper(), uid).map_err(ProviderError::io("handing the overlay to the sandbox uid"))?;
                 sys.mount_overlay(lower, &dirs.upper(), &dirs.work(), &dirs.app())
                     .map_err(ProviderError::io("mounting the overlay"))?;
                 dirs.app()
@@ -196,15 +173,9 @@ impl LocalProvider {
             .layout
             .create(sys, meta.id.as_str(), &meta.spec.limits)
             .map_err(ProviderError::io("creating the sandbox cgroups"))?;
-        meta.save(&dirs.meta())
-            .map_err(ProviderError::io("writing sandbox metadata"))?;
+        meta.save(&dirs.meta()).map_err(ProviderError::io("writing sandbox metadata"))?;
 
-        let plan = bwrap::BwrapPlan::for_host(
-            meta.id.as_str(),
-            uid,
-            self.cfg.extra_ro.clone(),
-            meta.spec.dev_server,
-        );
+        let plan = bwrap::BwrapPlan::for_host(meta.id.as_str(), uid, self.cfg.extra_ro.clone(), meta.spec.dev_server);
         let init = spawn::spawn(spawn::SpawnInput {
             plan: &plan,
             app_dir: &app_dir,
@@ -218,13 +189,9 @@ impl LocalProvider {
         .map_err(ProviderError::io("starting bubblewrap"))?;
         meta.init = meta::start_time(init).map(|t| (init, t));
         meta.state = SandboxState::Running;
-        meta.save(&dirs.meta())
-            .map_err(ProviderError::io("writing sandbox metadata"))?;
+        meta.save(&dirs.meta()).map_err(ProviderError::io("writing sandbox metadata"))?;
 
-        let client = EnvdClient::new(Endpoint {
-            socket: dirs.socket(),
-            token: meta.token.clone(),
-        });
+        let client = EnvdClient::new(Endpoint { socket: dirs.socket(), token: meta.token.clone() });
         wait_for_envd(&client, init, meta.init.map(|(_, t)| t)).await
     }
 
@@ -244,17 +211,12 @@ impl LocalProvider {
             killed.map_err(ProviderError::io(format!("killing sandbox {}", meta.id)))?;
             meta.cgroup
                 .remove(sys, KILL_TIMEOUT)
-                .map_err(ProviderError::io(format!(
-                    "removing the cgroups of sandbox {}",
-                    meta.id
-                )))?;
+                .map_err(ProviderError::io(format!("removing the cgroups of sandbox {}", meta.id)))?;
         }
         if is_mount_point(&dirs.app()) {
-            sys.unmount(&dirs.app())
-                .map_err(ProviderError::io("unmounting the overlay"))?;
+            sys.unmount(&dirs.app()).map_err(ProviderError::io("unmounting the overlay"))?;
         }
-        sys.remove_tree(&dirs.root)
-            .map_err(ProviderError::io("removing the sandbox directory"))?;
+        sys.remove_tree(&dirs.root).map_err(ProviderError::io("removing the sandbox directory"))?;
         Ok(())
     }
 
@@ -270,8 +232,7 @@ impl LocalProvider {
 
     fn state_of(&self, meta: &Meta) -> SandboxState {
         let alive = if meta.cgroup.dirs.is_empty() {
-            meta.init
-                .is_some_and(|(pid, t)| meta::start_time(pid) == Some(t))
+            meta.init.is_some_and(|(pid, t)| meta::start_time(pid) == Some(t))
         } else {
             !meta.cgroup.pids(self.sys.as_ref()).is_empty()
         };
@@ -284,14 +245,9 @@ impl LocalProvider {
 
     fn list_blocking(&self) -> Result<Vec<SandboxInfo>, ProviderError> {
         let mut out = Vec::new();
-        let rd = std::fs::read_dir(self.sandboxes_dir())
-            .map_err(ProviderError::io("listing sandboxes"))?;
+        let rd = std::fs::read_dir(self.sandboxes_dir()).map_err(ProviderError::io("listing sandboxes"))?;
         for e in rd.flatten() {
-            let Some(id) = e
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<SandboxId>().ok())
-            else {
+            let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<SandboxId>().ok()) else {
                 continue;
             };
             let Ok(meta) = Meta::load(&self.dirs(&id).meta()) else {
@@ -311,8 +267,7 @@ impl LocalProvider {
         keep: impl Fn(&SandboxId, &str, bool) -> bool,
     ) -> Result<Vec<SandboxId>, ProviderError> {
         let mut removed = Vec::new();
-        let rd = std::fs::read_dir(self.sandboxes_dir())
-            .map_err(ProviderError::io("listing sandboxes"))?;
+        let rd = std::fs::read_dir(self.sandboxes_dir()).map_err(ProviderError::io("listing sandboxes"))?;
         for e in rd.flatten() {
             let name = e.file_name();
             let Some(id) = name.to_str().and_then(|s| s.parse::<SandboxId>().ok()) else {
@@ -333,12 +288,7 @@ impl LocalProvider {
             removed.push(id);
         }
         // Cgroups whose sandbox directory is gone entirely.
-        let mut parents: Vec<PathBuf> = self
-            .layout
-            .v1
-            .iter()
-            .map(|(_, m)| m.join(crate::cgroup::PARENT))
-            .collect();
+        let mut parents: Vec<PathBuf> = self.layout.v1.iter().map(|(_, m)| m.join(crate::cgroup::PARENT)).collect();
         if let Some(v2) = &self.layout.v2 {
             parents.push(v2.join(crate::cgroup::PARENT));
         }
@@ -347,11 +297,7 @@ impl LocalProvider {
                 continue;
             };
             for e in rd.flatten() {
-                let Some(id) = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<SandboxId>().ok())
-                else {
+                let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<SandboxId>().ok()) else {
                     continue;
                 };
                 if self.dirs(&id).root.exists() {
@@ -380,10 +326,7 @@ impl LocalProvider {
         for (_, m) in &self.layout.v1 {
             let p = m.join(crate::cgroup::PARENT).join(id.as_str());
             if p.exists() {
-                dirs.push(crate::cgroup::CgDir {
-                    path: p,
-                    version: crate::cgroup::Version::V1,
-                });
+                dirs.push(crate::cgroup::CgDir { path: p, version: crate::cgroup::Version::V1 });
             }
         }
         dirs.retain(|d| d.path.exists());
@@ -404,12 +347,7 @@ impl LocalProvider {
     /// Boots a sandbox whose `/app` is `dir` itself, read-write, with the
     /// dev server on. Only for warming the template at the path it runs at.
     pub(crate) async fn create_direct(&self, dir: &Path) -> Result<Created, ProviderError> {
-        self.create_from(
-            &SandboxSpec::app(),
-            AppSource::Direct { dir },
-            "template-warmup",
-        )
-        .await
+        self.create_from(&SandboxSpec::app(), AppSource::Direct { dir }, "template-warmup").await
     }
 }
 
@@ -417,8 +355,7 @@ impl LocalProvider {
 impl SandboxProvider for LocalProvider {
     async fn create(&self, spec: &SandboxSpec) -> Result<Created, ProviderError> {
         let t = template::current(&self.cfg.data_dir).ok_or(ProviderError::TemplateMissing)?;
-        self.create_from(spec, AppSource::Overlay { lower: &t.app_dir }, &t.spec_hash)
-            .await
+        self.create_from(spec, AppSource::Overlay { lower: &t.app_dir }, &t.spec_hash).await
     }
 
     async fn kill(&self, id: &SandboxId) -> Result<(), ProviderError> {
@@ -436,10 +373,7 @@ impl SandboxProvider for LocalProvider {
     async fn connect(&self, id: &SandboxId) -> Result<EnvdClient, ProviderError> {
         let dirs = self.dirs(id);
         let meta = Meta::load(&dirs.meta()).map_err(|_| ProviderError::NotFound(id.clone()))?;
-        Ok(EnvdClient::new(Endpoint {
-            socket: dirs.socket(),
-            token: meta.token,
-        }))
+        Ok(EnvdClient::new(Endpoint { socket: dirs.socket(), token: meta.token }))
     }
 }
 
@@ -464,11 +398,7 @@ fn info_of(meta: &Meta, state: SandboxState) -> SandboxInfo {
     }
 }
 
-async fn wait_for_envd(
-    client: &EnvdClient,
-    init: i32,
-    started: Option<u64>,
-) -> Result<(), ProviderError> {
+async fn wait_for_envd(client: &EnvdClient, init: i32, started: Option<u64>) -> Result<(), ProviderError> {
     let deadline = Instant::now() + ENVD_TIMEOUT;
     let mut delay = Duration::from_millis(1);
     loop {
@@ -527,12 +457,8 @@ fn install_envd(cfg: &LocalConfig) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&bin)?;
     set_mode(&bin, 0o755)?;
     let dest = bin.join("kiln-envd");
-    let (src, cur) = (
-        std::fs::metadata(&cfg.envd_bin)?,
-        std::fs::metadata(&dest).ok(),
-    );
-    let fresh =
-        cur.is_some_and(|c| c.len() == src.len() && c.modified().ok() >= src.modified().ok());
+    let (src, cur) = (std::fs::metadata(&cfg.envd_bin)?, std::fs::metadata(&dest).ok());
+    let fresh = cur.is_some_and(|c| c.len() == src.len() && c.modified().ok() >= src.modified().ok());
     if !fresh {
         let tmp = bin.join(format!(".kiln-envd.{}", std::process::id()));
         std::fs::copy(&cfg.envd_bin, &tmp)?;
@@ -550,25 +476,16 @@ fn chown(p: &Path, uid: u32) -> std::io::Result<()> {
 pub fn is_mount_point(p: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let needle = p.to_string_lossy();
-    mounts.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| unescape_mount(m) == needle)
-    })
+    mounts.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mount(m) == needle))
 }
 
 fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 fn tail(s: &str, max: usize) -> &str {
     let start = s.len().saturating_sub(max);
-    let start = (start..s.len())
-        .find(|i| s.is_char_boundary(*i))
-        .unwrap_or(s.len());
+    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
     &s[start..]
 }
 
@@ -580,14 +497,8 @@ pub fn memory_usage_mib(p: &LocalProvider, id: &SandboxId) -> Option<f64> {
         let Ok(stat) = std::fs::read_to_string(d.path.join("memory.stat")) else {
             continue;
         };
-        let key = if d.version == crate::cgroup::Version::V2 {
-            "anon"
-        } else {
-            "total_rss"
-        };
-        let bytes: u64 = stat
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())?;
+        let key = if d.version == crate::cgroup::Version::V2 { "anon" } else { "total_rss" };
+        let bytes: u64 = stat.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())?;
         return Some(bytes as f64 / (1024.0 * 1024.0));
     }
     None

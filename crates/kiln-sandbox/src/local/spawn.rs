@@ -34,12 +34,7 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     let run = rustix::fs::open(input.run_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
     let envd = rustix::fs::open(input.envd_bin, path_flags, Mode::empty())?;
     let (info_r, info_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let mut handoff: Vec<(OwnedFd, i32)> = vec![
-        (app, FD_APP),
-        (run, FD_RUN),
-        (envd, FD_ENVD),
-        (info_w, FD_INFO),
-    ];
+    let mut handoff: Vec<(OwnedFd, i32)> = vec![(app, FD_APP), (run, FD_RUN), (envd, FD_ENVD), (info_w, FD_INFO)];
     for (i, (name, content)) in etc_files(input.plan.uid).into_iter().enumerate() {
         let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::io::pwrite(&fd, content.as_bytes(), 0)?;
@@ -51,16 +46,10 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
         .iter()
         .map(|p| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other))
         .collect::<Result<_, _>>()?;
-    let pairs: Vec<(i32, i32)> = handoff
-        .iter()
-        .map(|(fd, to)| (fd.as_raw_fd(), *to))
-        .collect();
+    let pairs: Vec<(i32, i32)> = handoff.iter().map(|(fd, to)| (fd.as_raw_fd(), *to)).collect();
     let uid = input.plan.uid;
 
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(input.log)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(input.log)?;
     let mut cmd = tokio::process::Command::new("bwrap");
     cmd.args(input.plan.args())
         .stdin(Stdio::piped())
@@ -75,9 +64,7 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     }
     let mut child = cmd.spawn()?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin
-        .write_all(format!("{}\n", input.token).as_bytes())
-        .await?;
+    stdin.write_all(format!("{}\n", input.token).as_bytes()).await?;
     drop(stdin);
     // Our copies of the hand-off descriptors must close, or the info pipe
     // never reaches end-of-file.
@@ -95,14 +82,12 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    let v: serde_json::Value = serde_json::from_str(info.trim())
-        .map_err(|e| std::io::Error::other(format!("bwrap info {info:?}: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(info.trim()).map_err(|e| std::io::Error::other(format!("bwrap info {info:?}: {e}")))?;
     v.get("child-pid")
         .and_then(serde_json::Value::as_i64)
         .map(|p| p as i32)
-        .ok_or_else(|| {
-            std::io::Error::other(format!("bwrap reported no child pid (info {info:?})"))
-        })
+        .ok_or_else(|| std::io::Error::other(format!("bwrap reported no child pid (info {info:?})")))
 }
 
 fn child_setup(procs: &[CString], pairs: &[(i32, i32)], uid: u32) -> std::io::Result<()> {
@@ -139,10 +124,7 @@ fn child_setup(procs: &[CString], pairs: &[(i32, i32)], uid: u32) -> std::io::Re
         if libc::setsid() < 0 {
             return Err(err());
         }
-        if libc::setgroups(0, std::ptr::null()) < 0
-            || libc::setgid(uid) < 0
-            || libc::setuid(uid) < 0
-        {
+        if libc::setgroups(0, std::ptr::null()) < 0 || libc::setgid(uid) < 0 || libc::setuid(uid) < 0 {
             return Err(err());
         }
     }

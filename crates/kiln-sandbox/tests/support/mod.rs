@@ -20,16 +20,10 @@ pub struct Env {
 
 fn missing_prerequisite() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
-        return Some(
-            "these tests create namespaces, overlays and cgroups and must run as root".into(),
-        );
+        return Some("these tests create namespaces, overlays and cgroups and must run as root".into());
     }
     for (cmd, pkg) in [("bwrap", "bubblewrap"), ("node", "nodejs"), ("npm", "npm")] {
-        if std::process::Command::new(cmd)
-            .arg("--version")
-            .output()
-            .is_err()
-        {
+        if std::process::Command::new(cmd).arg("--version").output().is_err() {
             return Some(format!("{cmd} is not installed (apt-get install {pkg})"));
         }
     }
@@ -67,10 +61,7 @@ macro_rules! require_env {
 fn target_dir() -> PathBuf {
     // <target>/<profile>/deps/<test binary>
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_owned()
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned()
 }
 
 fn build_env() -> Env {
@@ -81,28 +72,17 @@ fn build_env() -> Env {
         .status()
         .expect("running cargo to build kiln-envd");
     assert!(status.success(), "building kiln-envd failed");
-    assert!(
-        envd_bin.exists(),
-        "{} missing after build",
-        envd_bin.display()
-    );
+    assert!(envd_bin.exists(), "{} missing after build", envd_bin.display());
     let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-data");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let config = LocalConfig {
-        data_dir: data_dir.clone(),
-        envd_bin,
-        uid: 61000,
-        extra_ro: vec![],
-    };
+    let config = LocalConfig { data_dir: data_dir.clone(), envd_bin, uid: 61000, extra_ro: vec![] };
     // Called from inside a test's runtime: build on a thread of our own.
     let cfg = config.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let p = LocalProvider::new(cfg).unwrap();
-            kiln_sandbox::template::build(&p, &SandboxSpec::app(), None)
-                .await
-                .expect("template build");
+            kiln_sandbox::template::build(&p, &SandboxSpec::app(), None).await.expect("template build");
         });
     })
     .join()
@@ -112,9 +92,7 @@ fn build_env() -> Env {
 
 impl Env {
     pub fn provider(&self) -> LocalProvider {
-        LocalProvider::new(self.config.clone())
-            .unwrap()
-            .with_owner("test")
+        LocalProvider::new(self.config.clone()).unwrap().with_owner("test")
     }
 }
 
@@ -145,18 +123,10 @@ impl Guard {
             ..Default::default()
         };
         let out = self.client().exec_collect(&req).await.expect("exec");
-        (
-            out.code,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.code, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
     pub async fn wait_dev_ready(&self) {
-        let h = self
-            .client()
-            .wait_dev_ready(Duration::from_secs(30))
-            .await
-            .expect("health");
+        let h = self.client().wait_dev_ready(Duration::from_secs(30)).await.expect("health");
         assert_eq!(
             h.dev_server.state,
             kiln_types::envd::DevServerState::Ready,
@@ -173,11 +143,7 @@ impl Drop for Guard {
 }
 
 pub fn spec(limits: Limits, dev_server: bool) -> SandboxSpec {
-    SandboxSpec {
-        limits,
-        dev_server,
-        egress: false,
-    }
+    SandboxSpec { limits, dev_server, egress: false }
 }
 
 /// Leftovers of a sandbox on the host: mounts, cgroup dirs, its directory
@@ -189,10 +155,7 @@ pub fn leftovers(env: &Env, id: &SandboxId) -> Vec<String> {
         out.push(format!("mount: {l}"));
     }
     for h in ["unified", "memory", "pids", "cpu", "freezer"] {
-        let p = Path::new("/sys/fs/cgroup")
-            .join(h)
-            .join("kiln")
-            .join(id.as_str());
+        let p = Path::new("/sys/fs/cgroup").join(h).join("kiln").join(id.as_str());
         if p.exists() {
             out.push(format!("cgroup: {}", p.display()));
         }
@@ -203,10 +166,7 @@ pub fn leftovers(env: &Env, id: &SandboxId) -> Vec<String> {
     }
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-        else {
+        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
             continue;
         };
         let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
