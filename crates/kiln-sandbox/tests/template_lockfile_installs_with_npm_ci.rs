@@ -24,7 +24,13 @@ fn npm_ci_installs_the_embedded_template() {
         .unwrap();
     assert!(out.status.success(), "npm ci failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let nm = dir.path().join("node_modules");
-    for must in ["vite/bin/vite.js", "@tailwindcss/vite", "@tailwindcss/oxide-linux-x64-gnu", "react-dom", "@vitejs/plugin-react"] {
+    for must in [
+        "vite/bin/vite.js",
+        "@tailwindcss/vite",
+        "@tailwindcss/oxide-linux-x64-gnu",
+        "react-dom",
+        "@vitejs/plugin-react",
+    ] {
         assert!(nm.join(must).exists(), "{must} missing after npm ci");
     }
     // Platform stubs stay stubs: nothing for another OS was installed.

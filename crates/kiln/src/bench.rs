@@ -71,7 +71,7 @@ async fn sandbox(runs: usize) -> anyhow::Result<u8> {
         ("create → envd ready", &mut envd, "ms"),
         ("create → first 200 on /", &mut first, "ms"),
         ("create → full module graph", &mut graph, "ms"),
-        ("idle sandbox memory (cgroup)", &mut rss, "MiB"),
+        ("idle sandbox RSS (cgroup)", &mut rss, "MiB"),
     ] {
         let (p50, p95) = percentiles(xs);
         println!("  {name:<30} median {p50:>7.1} {unit}   p95 {p95:>7.1} {unit}");
