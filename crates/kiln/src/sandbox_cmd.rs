@@ -22,6 +22,9 @@ pub enum SandboxCmd {
         /// Wait until the dev server answers before returning.
         #[arg(long)]
         wait_ready: bool,
+        /// Give the sandbox outbound network (through pasta; never the host's loopback).
+        #[arg(long)]
+        egress: bool,
     },
     /// List sandboxes.
     Ls {
@@ -51,9 +54,10 @@ pub async fn run(cmd: SandboxCmd) -> anyhow::Result<u8> {
     let cfg = crate::cli::config()?;
     let p = crate::cli::provider(&cfg, "cli")?;
     match cmd {
-        SandboxCmd::Create { no_dev_server, wait_ready } => {
+        SandboxCmd::Create { no_dev_server, wait_ready, egress } => {
             let mut spec = cfg.app_spec();
             spec.dev_server = !no_dev_server;
+            spec.egress = egress;
             let c = p.create(&spec).await?;
             if wait_ready && spec.dev_server {
                 let client = kiln_sandbox::EnvdClient::new(c.endpoint.clone());

@@ -24,6 +24,32 @@ pub const NAMESPACE_FLAGS: &[&str] = &[
     "--disable-userns",
 ];
 
+/// With egress, pasta has already made the user and network namespaces
+/// (mapping the sandbox uid to 0 inside); bwrap must not make another user
+/// namespace there, so it makes the rest and drops every capability.
+pub const EGRESS_NAMESPACE_FLAGS: &[&str] =
+    &["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup", "--cap-drop", "ALL"];
+
+/// pasta, the userspace NAT that gives an egress sandbox its network: a tap
+/// device in a new network namespace whose traffic pasta replays with
+/// ordinary sockets as the sandbox uid. `--no-map-gw` and `-T/-U none` keep
+/// the host's loopback out of reach; `-t/-u none` forward nothing inwards.
+pub const PASTA_ARGS: &[&str] = &[
+    "--config-net",
+    "--quiet",
+    "--foreground",
+    "--no-map-gw",
+    "-t",
+    "none",
+    "-u",
+    "none",
+    "-T",
+    "none",
+    "-U",
+    "none",
+    "--",
+];
+
 /// File descriptors the child finds at these numbers.
 pub const FD_APP: i32 = 100;
 pub const FD_RUN: i32 = 101;
@@ -31,6 +57,9 @@ pub const FD_ENVD: i32 = 102;
 pub const FD_INFO: i32 = 103;
 /// First of the `--ro-bind-data` files (see [`etc_files`]).
 pub const FD_ETC_BASE: i32 = 110;
+
+/// Debian's system CA bundle (includes locally added CAs).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Where envd's binary appears inside the sandbox.
 pub const ENVD_PATH: &str = "/opt/kiln/kiln-envd";
@@ -51,7 +80,8 @@ pub const ETC_ALLOW: &[&str] = &[
 ];
 
 /// The synthesized `/etc` files, in fd order from [`FD_ETC_BASE`].
-pub fn etc_files(uid: u32) -> Vec<(&'static str, String)> {
+/// `resolv_conf` is empty without egress (there is nothing to resolve).
+pub fn etc_files(uid: u32, resolv_conf: &str) -> Vec<(&'static str, String)> {
     vec![
         (
             "passwd",
@@ -63,7 +93,7 @@ pub fn etc_files(uid: u32) -> Vec<(&'static str, String)> {
         ("hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 kiln\n".into()),
         ("hostname", "kiln\n".into()),
         ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
-        ("resolv.conf", String::new()),
+        ("resolv.conf", resolv_conf.to_owned()),
     ]
 }
 
@@ -82,11 +112,15 @@ pub struct BwrapPlan {
     /// Extra read-only paths (e.g. a Node installed outside /usr).
     pub extra_ro: Vec<PathBuf>,
     pub dev_server: bool,
+    /// Outbound network through pasta (see [`PASTA_ARGS`]).
+    pub egress: bool,
+    /// The host's resolver configuration, for egress sandboxes.
+    pub resolv_conf: String,
 }
 
 impl BwrapPlan {
     /// Reads the host's layout of `/bin`, `/lib`… and `/etc`.
-    pub fn for_host(sandbox_id: &str, uid: u32, extra_ro: Vec<PathBuf>, dev_server: bool) -> BwrapPlan {
+    pub fn for_host(sandbox_id: &str, uid: u32, extra_ro: Vec<PathBuf>, dev_server: bool, egress: bool) -> BwrapPlan {
         let mut usr_links = Vec::new();
         let mut usr_dirs = Vec::new();
         for d in ["bin", "sbin", "lib", "lib64", "lib32", "libx32"] {
@@ -99,13 +133,38 @@ impl BwrapPlan {
         }
         let etc_present =
             ETC_ALLOW.iter().filter(|e| Path::new("/etc").join(e).exists()).map(|e| (*e).to_owned()).collect();
-        BwrapPlan { sandbox_id: sandbox_id.to_owned(), uid, etc_present, usr_links, usr_dirs, extra_ro, dev_server }
+        let resolv_conf =
+            if egress { std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default() } else { String::new() };
+        BwrapPlan {
+            sandbox_id: sandbox_id.to_owned(),
+            uid,
+            etc_present,
+            usr_links,
+            usr_dirs,
+            extra_ro,
+            dev_server,
+            egress,
+            resolv_conf,
+        }
+    }
+
+    /// The program to execute and its arguments: bwrap, or pasta wrapping
+    /// bwrap when the sandbox has egress.
+    pub fn command(&self) -> (&'static str, Vec<String>) {
+        if self.egress {
+            let mut a: Vec<String> = PASTA_ARGS.iter().map(|s| (*s).to_owned()).collect();
+            a.push("bwrap".into());
+            a.extend(self.args());
+            ("pasta", a)
+        } else {
+            ("bwrap", self.args())
+        }
     }
 
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| (*s).to_owned()));
-        push(NAMESPACE_FLAGS);
+        push(if self.egress { EGRESS_NAMESPACE_FLAGS } else { NAMESPACE_FLAGS });
         push(&[
             "--new-session",
             "--hostname",
@@ -127,16 +186,11 @@ impl BwrapPlan {
             "/usr",
             "/usr",
         ]);
-        let uid = self.uid.to_string();
-        a.extend([
-            "--uid".into(),
-            uid.clone(),
-            "--gid".into(),
-            uid,
-            "--setenv".into(),
-            "KILN_SANDBOX_ID".into(),
-            self.sandbox_id.clone(),
-        ]);
+        if !self.egress {
+            let uid = self.uid.to_string();
+            a.extend(["--uid".into(), uid.clone(), "--gid".into(), uid]);
+        }
+        a.extend(["--setenv".into(), "KILN_SANDBOX_ID".into(), self.sandbox_id.clone()]);
         for (name, target) in &self.usr_links {
             a.extend(["--symlink".into(), target.clone(), format!("/{name}")]);
         }
@@ -151,11 +205,16 @@ impl BwrapPlan {
             ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--dir", "/etc"]
                 .map(String::from),
         );
-        for (i, (name, _)) in etc_files(self.uid).iter().enumerate() {
+        for (i, (name, _)) in etc_files(self.uid, &self.resolv_conf).iter().enumerate() {
             a.extend(["--ro-bind-data".into(), (FD_ETC_BASE + i as i32).to_string(), format!("/etc/{name}")]);
         }
         for e in &self.etc_present {
             a.extend(["--ro-bind".into(), format!("/etc/{e}"), format!("/etc/{e}")]);
+        }
+        if self.etc_present.iter().any(|e| e == "ssl") {
+            // Node ignores the system trust store unless told; the system
+            // bundle carries any CA the host's administrator added.
+            a.extend(["--setenv", "NODE_EXTRA_CA_CERTS", SYSTEM_CA_BUNDLE].map(String::from));
         }
         a.extend(
             [
@@ -199,7 +258,25 @@ mod tests {
             usr_dirs: vec![],
             extra_ro: vec![],
             dev_server: true,
+            egress: false,
+            resolv_conf: String::new(),
         }
+    }
+
+    #[test]
+    fn egress_runs_bwrap_inside_pasta_without_a_second_user_namespace() {
+        let p = BwrapPlan { egress: true, ..plan() };
+        let (program, a) = p.command();
+        assert_eq!(program, "pasta");
+        let bwrap_at = a.iter().position(|x| x == "bwrap").unwrap();
+        assert_eq!(&a[bwrap_at - 1], "--");
+        for flag in ["--no-map-gw", "-T", "-U"] {
+            assert!(a[..bwrap_at].iter().any(|x| x == flag), "{flag} missing from pasta's arguments");
+        }
+        let inner = &a[bwrap_at + 1..];
+        assert!(!inner.iter().any(|x| x == "--unshare-user" || x == "--unshare-net" || x == "--uid"));
+        assert!(inner.windows(2).any(|w| w[0] == "--cap-drop" && w[1] == "ALL"));
+        assert_eq!(plan().command().0, "bwrap");
     }
 
     #[test]
@@ -245,7 +322,7 @@ mod tests {
 
     #[test]
     fn synthesized_passwd_names_the_sandbox_uid() {
-        let files = etc_files(61000);
+        let files = etc_files(61000, "");
         assert!(files[0].1.contains("app:x:61000:61000"));
         assert_eq!(files.len() as i32, 6);
     }

@@ -107,11 +107,6 @@ impl LocalProvider {
         source: AppSource<'_>,
         spec_hash: &str,
     ) -> Result<Created, ProviderError> {
-        if spec.egress {
-            return Err(ProviderError::Unsupported(
-                "egress is not available in the local backend yet; create the sandbox with egress = false".into(),
-            ));
-        }
         let id = SandboxId::random();
         let dirs = self.dirs(&id);
         let uid = self.cfg.uid;
@@ -175,7 +170,13 @@ impl LocalProvider {
             .map_err(ProviderError::io("creating the sandbox cgroups"))?;
         meta.save(&dirs.meta()).map_err(ProviderError::io("writing sandbox metadata"))?;
 
-        let plan = bwrap::BwrapPlan::for_host(meta.id.as_str(), uid, self.cfg.extra_ro.clone(), meta.spec.dev_server);
+        let plan = bwrap::BwrapPlan::for_host(
+            meta.id.as_str(),
+            uid,
+            self.cfg.extra_ro.clone(),
+            meta.spec.dev_server,
+            meta.spec.egress,
+        );
         let init = spawn::spawn(spawn::SpawnInput {
             plan: &plan,
             app_dir: &app_dir,

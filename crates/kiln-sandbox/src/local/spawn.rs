@@ -35,7 +35,7 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     let envd = rustix::fs::open(input.envd_bin, path_flags, Mode::empty())?;
     let (info_r, info_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let mut handoff: Vec<(OwnedFd, i32)> = vec![(app, FD_APP), (run, FD_RUN), (envd, FD_ENVD), (info_w, FD_INFO)];
-    for (i, (name, content)) in etc_files(input.plan.uid).into_iter().enumerate() {
+    for (i, (name, content)) in etc_files(input.plan.uid, &input.plan.resolv_conf).into_iter().enumerate() {
         let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::io::pwrite(&fd, content.as_bytes(), 0)?;
         handoff.push((fd, FD_ETC_BASE + i as i32));
@@ -50,13 +50,9 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     let uid = input.plan.uid;
 
     let log = std::fs::OpenOptions::new().create(true).append(true).open(input.log)?;
-    let mut cmd = tokio::process::Command::new("bwrap");
-    cmd.args(input.plan.args())
-        .stdin(Stdio::piped())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin");
+    let (program, args) = input.plan.command();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).stdin(Stdio::piped()).stdout(log.try_clone()?).stderr(log).env_clear().env("PATH", "/usr/bin:/bin");
     // SAFETY: the hook only calls async-signal-safe functions on memory that
     // was allocated before fork.
     unsafe {
@@ -70,24 +66,40 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     // never reaches end-of-file.
     drop(handoff);
 
-    let info = tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::from(info_r);
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut f, &mut s).map(|_| s)
-    })
-    .await
-    .map_err(std::io::Error::other)??;
+    let info = tokio::time::timeout(INFO_TIMEOUT, tokio::task::spawn_blocking(move || read_info(info_r)))
+        .await
+        .map_err(|_| std::io::Error::other("bwrap reported nothing on its info fd"))?
+        .map_err(std::io::Error::other)??;
     // Reap bwrap's monitor process as soon as it exits, or every killed
     // sandbox would leave a zombie until tokio's lazy orphan reaper runs.
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    let v: serde_json::Value =
-        serde_json::from_str(info.trim()).map_err(|e| std::io::Error::other(format!("bwrap info {info:?}: {e}")))?;
-    v.get("child-pid")
+    info.get("child-pid")
         .and_then(serde_json::Value::as_i64)
         .map(|p| p as i32)
-        .ok_or_else(|| std::io::Error::other(format!("bwrap reported no child pid (info {info:?})")))
+        .ok_or_else(|| std::io::Error::other(format!("bwrap reported no child pid (info {info})")))
+}
+
+const INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Reads bwrap's info document. Not to end-of-file: with egress, pasta
+/// inherits the pipe's write end and holds it for the sandbox's lifetime.
+fn read_info(fd: OwnedFd) -> std::io::Result<serde_json::Value> {
+    let mut f = std::fs::File::from(fd);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut chunk)?;
+        if n == 0 {
+            let text = String::from_utf8_lossy(&buf);
+            return Err(std::io::Error::other(format!("bwrap exited before reporting its child (info {text:?})")));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
+            return Ok(v);
+        }
+    }
 }
 
 fn child_setup(procs: &[CString], pairs: &[(i32, i32)], uid: u32) -> std::io::Result<()> {
