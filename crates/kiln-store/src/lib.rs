@@ -1,0 +1,125 @@
+//! Kiln's database, behind one [`Store`] trait with two implementations:
+//! SQLite (the embedded default, one file in the data directory) and
+//! PostgreSQL (several server instances sharing one pool).
+//!
+//! The two behaviours that make the pool correct live here, as single
+//! atomic operations, because only the database can arbitrate between
+//! processes:
+//! - **reserve**: count ready + warming rows for the current spec hash and
+//!   insert the deficit as `warming` rows, in one transaction serialized
+//!   against every other reserve (SQLite `BEGIN IMMEDIATE`; PostgreSQL a
+//!   transaction-scoped advisory lock), so concurrent top-ups never overshoot;
+//! - **claim**: take the oldest ready row and remove it in one statement
+//!   (PostgreSQL `FOR UPDATE SKIP LOCKED`, so concurrent claimants get
+//!   different rows; SQLite `DELETE … RETURNING` inside `BEGIN IMMEDIATE`).
+//!
+//! Queries are built at run time (`query_as` + `FromRow`), so building Kiln
+//! needs no database.
+
+mod model;
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+pub use model::{Counts, Entry, EntryStatus, NewEntry, Reservation, Session, StaleRules};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://<file> or postgres://…")]
+    Url(String),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+
+    /// Atomically: count ready + warming rows of `spec_hash` that are not
+    /// stale, and insert `max(0, target − ready − warming)` warming rows
+    /// built by `make` (called once per row).
+    async fn reserve(
+        &self,
+        spec_hash: &str,
+        target: u32,
+        rules: &StaleRules,
+        make: &(dyn Fn() -> NewEntry + Send + Sync),
+    ) -> Result<Reservation>;
+
+    /// Extends a warming row's lease; `false` if the row is gone or ready.
+    async fn renew_lease(&self, id: &str, until_ms: i64) -> Result<bool>;
+
+    /// Turns a warming row into a ready one; `false` if the row is gone.
+    async fn mark_ready(&self, id: &str, now_ms: i64, endpoint: &str, agent_session: Option<&str>) -> Result<bool>;
+
+    async fn delete_entry(&self, id: &str) -> Result<bool>;
+
+    /// Takes (removes and returns) the oldest ready, non-stale row of
+    /// `spec_hash`; `None` is a miss.
+    async fn claim(&self, spec_hash: &str, rules: &StaleRules) -> Result<Option<Entry>>;
+
+    /// Removes and returns every stale row: another spec hash, older than
+    /// the age cap, or warming with an expired lease.
+    async fn take_stale(&self, spec_hash: &str, rules: &StaleRules) -> Result<Vec<Entry>>;
+
+    async fn counts(&self, spec_hash: &str, rules: &StaleRules) -> Result<Counts>;
+
+    /// The oldest ready, non-stale row of `spec_hash` (not removed).
+    async fn first_ready(&self, spec_hash: &str, rules: &StaleRules) -> Result<Option<Entry>>;
+
+    /// Removes and returns every pool row.
+    async fn drain(&self) -> Result<Vec<Entry>>;
+
+    /// Every sandbox id a row (pool or session) refers to.
+    async fn known_sandboxes(&self) -> Result<Vec<String>>;
+
+    /// Binds `sandbox_id` to the session, creating the session and its app
+    /// on first use. Returns the session.
+    async fn bind_session(
+        &self,
+        key: &str,
+        sandbox_id: &str,
+        endpoint: &str,
+        agent_session: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Session>;
+
+    async fn get_session(&self, key: &str) -> Result<Option<Session>>;
+
+    /// Records activity; `false` if there is no such session.
+    async fn touch_session(&self, key: &str, now_ms: i64) -> Result<bool>;
+
+    /// Unbinds and returns the sessions whose sandbox has been idle since
+    /// before `idle_before_ms` (the returned rows carry the old sandbox).
+    async fn take_idle_sessions(&self, idle_before_ms: i64) -> Result<Vec<Session>>;
+}
+
+/// Opens the store a URL names (`sqlite://…` or `postgres://…`) and runs its
+/// migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(sql::SqlStore::connect(url, None).await?))
+}
+
+/// PostgreSQL with every table in `schema` (created if missing): lets tests
+/// and side-by-side deployments share one database.
+pub async fn connect_postgres_schema(url: &str, schema: &str) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(sql::SqlStore::connect(url, Some(schema)).await?))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A fresh random row id (128 bits, hex).
+pub fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}

@@ -1,0 +1,346 @@
+//! The one [`Store`] implementation, on sqlx's `Any` driver.
+//!
+//! SQLite and PostgreSQL accept the same statements here (`$N` parameters,
+//! `RETURNING`, `ON CONFLICT`); the two places they must differ are the
+//! serialization of reserve and the row lock of claim, chosen by [`Kind`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::model::{EntryRow, NewEntryRef, entries};
+use crate::{Counts, Entry, NewEntry, Reservation, Result, Session, StaleRules, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    kind: Kind,
+}
+
+/// Key of the advisory lock that serializes reserves on PostgreSQL.
+const RESERVE_LOCK: i64 = 0x6b69_6c6e_7265_7376; // "kilnresv"
+
+const INSERT_ENTRY: &str = "INSERT INTO pool_entries (id, status, spec_hash, sandbox_id, created_at, lease_expires_at, owner) \
+     VALUES ($1, 'warming', $2, $3, $4, $5, $6)";
+const COUNTS: &str = "SELECT status, COUNT(*) AS n FROM pool_entries \
+     WHERE spec_hash = $1 AND created_at >= $2 AND (status = 'ready' OR lease_expires_at >= $3) GROUP BY status";
+const TOTAL: &str = "SELECT COUNT(*) AS n FROM pool_entries";
+const RENEW: &str = "UPDATE pool_entries SET lease_expires_at = $2 WHERE id = $1 AND status = 'warming'";
+const MARK_READY: &str = "UPDATE pool_entries SET status = 'ready', ready_at = $2, endpoint = $3, agent_session = $4 \
+     WHERE id = $1 AND status = 'warming'";
+const DELETE_ENTRY: &str = "DELETE FROM pool_entries WHERE id = $1";
+const CLAIM_SQLITE: &str = "DELETE FROM pool_entries WHERE id = (SELECT id FROM pool_entries \
+     WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 ORDER BY ready_at, created_at, id LIMIT 1) RETURNING *";
+const CLAIM_POSTGRES: &str = "DELETE FROM pool_entries WHERE id = (SELECT id FROM pool_entries \
+     WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 ORDER BY ready_at, created_at, id LIMIT 1 \
+     FOR UPDATE SKIP LOCKED) RETURNING *";
+const ANY_READY: &str = "SELECT id FROM pool_entries \
+     WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 LIMIT 1";
+const TAKE_STALE: &str = "DELETE FROM pool_entries \
+     WHERE spec_hash <> $1 OR created_at < $2 OR (status = 'warming' AND lease_expires_at < $3) RETURNING *";
+const FIRST_READY: &str = "SELECT * FROM pool_entries WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 \
+     ORDER BY ready_at, created_at, id LIMIT 1";
+const DRAIN: &str = "DELETE FROM pool_entries RETURNING *";
+const KNOWN: &str =
+    "SELECT sandbox_id FROM pool_entries UNION SELECT sandbox_id FROM sessions WHERE sandbox_id IS NOT NULL";
+const GET_SESSION: &str = "SELECT * FROM sessions WHERE session_key = $1";
+const INSERT_APP: &str = "INSERT INTO apps (id, created_at) VALUES ($1, $2)";
+const UPSERT_SESSION: &str = "INSERT INTO sessions \
+     (session_key, app_id, sandbox_id, endpoint, agent_session, created_at, last_active_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (session_key) DO UPDATE SET \
+     sandbox_id = excluded.sandbox_id, endpoint = excluded.endpoint, agent_session = excluded.agent_session, \
+     last_active_at = excluded.last_active_at RETURNING *";
+const TOUCH: &str = "UPDATE sessions SET last_active_at = $2 WHERE session_key = $1";
+const IDLE: &str = "SELECT * FROM sessions WHERE sandbox_id IS NOT NULL AND last_active_at < $1";
+const UNBIND_IF_IDLE: &str = "UPDATE sessions SET sandbox_id = NULL, endpoint = NULL, agent_session = NULL \
+     WHERE session_key = $1 AND sandbox_id = $2 AND last_active_at < $3";
+
+impl SqlStore {
+    pub async fn connect(url: &str, pg_schema: Option<&str>) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            Kind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Kind::Postgres
+        } else {
+            return Err(StoreError::Url(url.chars().take(40).collect()));
+        };
+        let url = match (kind, pg_schema) {
+            (Kind::Sqlite, _) if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            (Kind::Postgres, Some(schema)) => {
+                create_schema(url, schema).await?;
+                // libpq-style options: every connection gets the schema first on its path.
+                format!("{url}{}options=-c%20search_path%3D{schema}", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let opts = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if kind == Kind::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == Kind::Sqlite {
+                        // WAL: readers never block the writer; busy_timeout: a
+                        // writer waits for the lock instead of failing.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        match kind {
+            Kind::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Kind::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(SqlStore { pool, kind })
+    }
+
+    /// A write transaction serialized against every other reserve.
+    async fn begin_serialized(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.kind {
+            Kind::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Kind::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RESERVE_LOCK).execute(&mut *tx).await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// A write transaction (SQLite takes the write lock up front, so a
+    /// read-then-write never fails on a stale snapshot).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.kind {
+            Kind::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Kind::Postgres => Ok(self.pool.begin().await?),
+        }
+    }
+}
+
+async fn create_schema(url: &str, schema: &str) -> Result<()> {
+    if !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') || schema.is_empty() {
+        return Err(StoreError::Url(format!("schema name {schema:?} must be [a-z0-9_]+")));
+    }
+    let pool = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+    let stmt = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+    pool.execute(sqlx::AssertSqlSafe(stmt)).await?;
+    pool.close().await;
+    Ok(())
+}
+
+fn counts_from(rows: &[sqlx::any::AnyRow]) -> Result<(u32, u32)> {
+    let (mut ready, mut warming) = (0, 0);
+    for r in rows {
+        let status: String = r.try_get("status")?;
+        let n: i64 = r.try_get("n")?;
+        match status.as_str() {
+            "ready" => ready = n as u32,
+            "warming" => warming = n as u32,
+            _ => {}
+        }
+    }
+    Ok((ready, warming))
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn kind(&self) -> &'static str {
+        match self.kind {
+            Kind::Sqlite => "sqlite",
+            Kind::Postgres => "postgres",
+        }
+    }
+
+    async fn reserve(
+        &self,
+        spec_hash: &str,
+        target: u32,
+        rules: &StaleRules,
+        make: &(dyn Fn() -> NewEntry + Send + Sync),
+    ) -> Result<Reservation> {
+        let mut tx = self.begin_serialized().await?;
+        let rows = sqlx::query(COUNTS)
+            .bind(spec_hash)
+            .bind(rules.min_created())
+            .bind(rules.now_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+        let (ready, warming) = counts_from(&rows)?;
+        let deficit = target.saturating_sub(ready + warming);
+        let mut reserved = Vec::with_capacity(deficit as usize);
+        for _ in 0..deficit {
+            let e = make();
+            sqlx::query(INSERT_ENTRY)
+                .bind(&e.id)
+                .bind(spec_hash)
+                .bind(&e.sandbox_id)
+                .bind(e.created_at)
+                .bind(e.lease_expires_at)
+                .bind(&e.owner)
+                .execute(&mut *tx)
+                .await?;
+            reserved.push(NewEntryRef { id: e.id, sandbox_id: e.sandbox_id });
+        }
+        tx.commit().await?;
+        Ok(Reservation { ready, warming, reserved })
+    }
+
+    async fn renew_lease(&self, id: &str, until_ms: i64) -> Result<bool> {
+        let r = sqlx::query(RENEW).bind(id).bind(until_ms).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn mark_ready(&self, id: &str, now_ms: i64, endpoint: &str, agent_session: Option<&str>) -> Result<bool> {
+        let r = sqlx::query(MARK_READY)
+            .bind(id)
+            .bind(now_ms)
+            .bind(endpoint)
+            .bind(agent_session.map(str::to_owned))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_entry(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query(DELETE_ENTRY).bind(id).execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn claim(&self, spec_hash: &str, rules: &StaleRules) -> Result<Option<Entry>> {
+        let row: Option<EntryRow> = match self.kind {
+            Kind::Sqlite => {
+                // Under WAL a read takes no lock: an empty pool answers a miss
+                // without queueing for the single writer's lock.
+                let any =
+                    sqlx::query(ANY_READY).bind(spec_hash).bind(rules.min_created()).fetch_optional(&self.pool).await?;
+                if any.is_none() {
+                    return Ok(None);
+                }
+                let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                let row = sqlx::query_as(CLAIM_SQLITE)
+                    .bind(spec_hash)
+                    .bind(rules.min_created())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row
+            }
+            Kind::Postgres => {
+                sqlx::query_as(CLAIM_POSTGRES)
+                    .bind(spec_hash)
+                    .bind(rules.min_created())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        row.map(Entry::try_from).transpose()
+    }
+
+    async fn take_stale(&self, spec_hash: &str, rules: &StaleRules) -> Result<Vec<Entry>> {
+        let rows: Vec<EntryRow> = sqlx::query_as(TAKE_STALE)
+            .bind(spec_hash)
+            .bind(rules.min_created())
+            .bind(rules.now_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        entries(rows)
+    }
+
+    async fn counts(&self, spec_hash: &str, rules: &StaleRules) -> Result<Counts> {
+        let rows = sqlx::query(COUNTS)
+            .bind(spec_hash)
+            .bind(rules.min_created())
+            .bind(rules.now_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let (ready, warming) = counts_from(&rows)?;
+        let total: i64 = sqlx::query(TOTAL).fetch_one(&self.pool).await?.try_get("n")?;
+        Ok(Counts { ready, warming, stale: (total as u32).saturating_sub(ready + warming) })
+    }
+
+    async fn first_ready(&self, spec_hash: &str, rules: &StaleRules) -> Result<Option<Entry>> {
+        let row: Option<EntryRow> =
+            sqlx::query_as(FIRST_READY).bind(spec_hash).bind(rules.min_created()).fetch_optional(&self.pool).await?;
+        row.map(Entry::try_from).transpose()
+    }
+
+    async fn drain(&self) -> Result<Vec<Entry>> {
+        let rows: Vec<EntryRow> = sqlx::query_as(DRAIN).fetch_all(&self.pool).await?;
+        entries(rows)
+    }
+
+    async fn known_sandboxes(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(KNOWN).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get::<String, _>("sandbox_id").map_err(StoreError::from)).collect()
+    }
+
+    async fn bind_session(
+        &self,
+        key: &str,
+        sandbox_id: &str,
+        endpoint: &str,
+        agent_session: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Session> {
+        let mut tx = self.begin_write().await?;
+        let existing: Option<Session> = sqlx::query_as(GET_SESSION).bind(key).fetch_optional(&mut *tx).await?;
+        let app_id = match existing {
+            Some(s) => s.app_id,
+            None => {
+                let id = crate::new_id();
+                sqlx::query(INSERT_APP).bind(&id).bind(now_ms).execute(&mut *tx).await?;
+                id
+            }
+        };
+        let s: Session = sqlx::query_as(UPSERT_SESSION)
+            .bind(key)
+            .bind(&app_id)
+            .bind(sandbox_id)
+            .bind(endpoint)
+            .bind(agent_session.map(str::to_owned))
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(s)
+    }
+
+    async fn get_session(&self, key: &str) -> Result<Option<Session>> {
+        Ok(sqlx::query_as(GET_SESSION).bind(key).fetch_optional(&self.pool).await?)
+    }
+
+    async fn touch_session(&self, key: &str, now_ms: i64) -> Result<bool> {
+        Ok(sqlx::query(TOUCH).bind(key).bind(now_ms).execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn take_idle_sessions(&self, idle_before_ms: i64) -> Result<Vec<Session>> {
+        let candidates: Vec<Session> = sqlx::query_as(IDLE).bind(idle_before_ms).fetch_all(&self.pool).await?;
+        let mut taken = Vec::new();
+        for s in candidates {
+            let Some(sandbox) = &s.sandbox_id else { continue };
+            // Only if still idle and still bound to the same sandbox: a touch
+            // or a rebind in between wins.
+            let r = sqlx::query(UNBIND_IF_IDLE)
+                .bind(&s.session_key)
+                .bind(sandbox)
+                .bind(idle_before_ms)
+                .execute(&self.pool)
+                .await?;
+            if r.rows_affected() == 1 {
+                taken.push(s);
+            }
+        }
+        Ok(taken)
+    }
+}
