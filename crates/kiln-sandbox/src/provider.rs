@@ -3,7 +3,7 @@
 //! microVM or Kubernetes backend can follow without touching callers.
 
 use async_trait::async_trait;
-use kiln_types::{SandboxId, SandboxInfo, SandboxSpec};
+use kiln_types::{SandboxId, SandboxInfo, SandboxSpec, SandboxState};
 
 use crate::envd_client::{Endpoint, EnvdClient};
 
@@ -37,10 +37,22 @@ pub struct Created {
     pub endpoint: Endpoint,
 }
 
+/// Decides which sandboxes survive a reclaim: `(id, owner, state)`.
+pub type KeepFn<'a> = &'a (dyn Fn(&SandboxId, &str, SandboxState) -> bool + Send + Sync);
+
 #[async_trait]
 pub trait SandboxProvider: Send + Sync {
     /// Creates a sandbox from `spec` and returns once its envd answers.
-    async fn create(&self, spec: &SandboxSpec) -> Result<Created, ProviderError>;
+    async fn create(&self, spec: &SandboxSpec) -> Result<Created, ProviderError> {
+        self.create_as(&SandboxId::random(), spec).await
+    }
+    /// Like `create`, under an id the caller chose (and recorded) first, so
+    /// that a crash between recording and creating leaves a name to clean up.
+    async fn create_as(&self, id: &SandboxId, spec: &SandboxSpec) -> Result<Created, ProviderError>;
+    /// The spec hash of what `create` builds now (the current template).
+    async fn spec_hash(&self) -> Result<String, ProviderError>;
+    /// Kills and removes every sandbox `keep` rejects; returns their ids.
+    async fn reclaim(&self, keep: KeepFn<'_>) -> Result<Vec<SandboxId>, ProviderError>;
     /// Kills every process of the sandbox and removes all it left behind.
     /// Killing an unknown id is `NotFound`; killing twice is harmless.
     async fn kill(&self, id: &SandboxId) -> Result<(), ProviderError>;

@@ -37,7 +37,7 @@ async fn startup_reclaim_removes_a_crashed_servers_sandboxes_and_orphans() {
     std::fs::create_dir_all(&orphan_cg).unwrap();
 
     let restarted = LocalProvider::new(env.config.clone()).unwrap();
-    let removed = restarted.reclaim(|_, o, _| o != owner).await.unwrap();
+    let removed = restarted.reclaim(&|_, o, _| o != owner).await.unwrap();
     assert!(removed.contains(&a) && removed.contains(&b) && removed.contains(&orphan), "{removed:?}");
     for id in [&a, &b, &orphan] {
         assert_eq!(support::leftovers(env, id), Vec::<String>::new(), "{id}");

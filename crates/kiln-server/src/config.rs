@@ -11,11 +11,23 @@
 //! | sandbox CPU (millicores) | `KILN_SANDBOX_CPU_MILLICORES` | `sandbox.cpu_millicores` | 1000 |
 //! | sandbox uid | `KILN_SANDBOX_UID` | `sandbox.uid` | 61000 |
 //! | envd binary | `KILN_ENVD_BIN` | `sandbox.envd_bin` | `kiln-envd` next to `kiln` |
+//! | sandbox idle timeout | `KILN_SANDBOX_IDLE_TIMEOUT` | `sandbox.idle_timeout` | `60m` |
+//! | database | `KILN_DATABASE_URL` | `database_url` | `sqlite://<data dir>/kiln.db` |
+//! | pool target size | `KILN_POOL_TARGET_SIZE` | `pool.target_size` | 1 (clamped to the maximum) |
+//! | pool maximum size | `KILN_POOL_MAX_SIZE` | `pool.max_size` | 16 |
+//! | pool row max age | `KILN_POOL_MAX_AGE` | `pool.max_age` | `45m` |
+//! | warming lease | `KILN_POOL_LEASE` | `pool.lease` | `30s` |
+//! | maintenance interval | `KILN_POOL_MAINTENANCE_INTERVAL` | `pool.maintenance_interval` | `15s` |
+//! | admin token | `KILN_POOL_ADMIN_TOKEN` | `pool.admin_token` | unset: pool endpoints open |
+//! | instance name | `KILN_INSTANCE` | `instance` | derived from host name and data dir |
+//!
+//! Durations are an integer with a unit: `500ms`, `30s`, `45m`, `2h`.
 //!
 //! The file is `KILN_CONFIG` if set, else `<data dir>/kiln.toml` if present.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kiln_sandbox::LocalConfig;
 use kiln_types::{Limits, SandboxSpec};
@@ -35,7 +47,23 @@ pub enum ConfigError {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    pub database_url: String,
+    /// This server's name in the pool's rows (stable across restarts).
+    pub instance: String,
     pub sandbox: SandboxConfig,
+    pub pool: PoolSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub target: u32,
+    pub max_target: u32,
+    /// Set when the configured target was above the maximum.
+    pub clamped_from: Option<u32>,
+    pub max_age: Duration,
+    pub lease: Duration,
+    pub maintenance_interval: Duration,
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +71,7 @@ pub struct SandboxConfig {
     pub limits: Limits,
     pub uid: u32,
     pub envd_bin: Option<PathBuf>,
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,8 +79,23 @@ pub struct SandboxConfig {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    database_url: Option<String>,
+    instance: Option<String>,
     #[serde(default)]
     sandbox: FileSandbox,
+    #[serde(default)]
+    pool: FilePool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePool {
+    target_size: Option<i64>,
+    max_size: Option<i64>,
+    max_age: Option<String>,
+    lease: Option<String>,
+    maintenance_interval: Option<String>,
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +106,7 @@ struct FileSandbox {
     cpu_millicores: Option<u64>,
     uid: Option<u32>,
     envd_bin: Option<PathBuf>,
+    idle_timeout: Option<String>,
 }
 
 /// Where settings come from; a seam so tests need not touch the process env.
@@ -81,6 +126,26 @@ impl<const N: usize> Env for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
         self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
     }
+}
+
+/// Parses `500ms`, `30s`, `45m`, `2h`.
+pub fn parse_duration(name: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    let bad = |why: &str| ConfigError::Invalid { name, value: raw.into(), why: why.into() };
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| bad("add a unit: ms, s, m or h (e.g. 45m)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad("expected an integer with a unit, e.g. 45m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(bad("unknown unit: use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(bad("must be greater than zero"));
+    }
+    Ok(d)
 }
 
 fn parse_num<T: TryFrom<u64>>(name: &'static str, raw: &str, min: u64, max: u64) -> Result<T, ConfigError> {
@@ -159,7 +224,53 @@ impl Config {
             65533,
         )? as u32;
         let envd_bin = env.get("KILN_ENVD_BIN").map(PathBuf::from).or(file.sandbox.envd_bin);
-        Ok(Config { data_dir, listen, sandbox: SandboxConfig { limits, uid, envd_bin } })
+        let dur = |name: &'static str, file_v: Option<String>, default: &str| -> Result<Duration, ConfigError> {
+            parse_duration(name, &env.get(name).or(file_v).unwrap_or_else(|| default.to_owned()))
+        };
+        let idle_timeout = dur("KILN_SANDBOX_IDLE_TIMEOUT", file.sandbox.idle_timeout, "60m")?;
+
+        let database_url = env
+            .get("KILN_DATABASE_URL")
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kiln.db").display()));
+        if !["sqlite:", "postgres:", "postgresql:"].iter().any(|p| database_url.starts_with(p)) {
+            return Err(ConfigError::Invalid {
+                name: "KILN_DATABASE_URL",
+                value: database_url.chars().take(12).collect::<String>() + "…",
+                why: "expected sqlite://<file> or postgres://…".into(),
+            });
+        }
+
+        let signed = |name: &'static str, file_v: Option<i64>, default: u64, max: u64| -> Result<u32, ConfigError> {
+            match env.get(name) {
+                Some(raw) => parse_num(name, &raw, 0, max),
+                None => match file_v {
+                    Some(v) => parse_num(name, &v.to_string(), 0, max),
+                    None => Ok(default as u32),
+                },
+            }
+        };
+        let max_target = signed("KILN_POOL_MAX_SIZE", file.pool.max_size, 16, 1024)?;
+        let wanted = signed("KILN_POOL_TARGET_SIZE", file.pool.target_size, 1, u64::from(u32::MAX))?;
+        let admin_token = env.get("KILN_POOL_ADMIN_TOKEN").or(file.pool.admin_token).filter(|t| !t.is_empty());
+        let pool = PoolSettings {
+            target: wanted.min(max_target),
+            max_target,
+            clamped_from: (wanted > max_target).then_some(wanted),
+            max_age: dur("KILN_POOL_MAX_AGE", file.pool.max_age, "45m")?,
+            lease: dur("KILN_POOL_LEASE", file.pool.lease, "30s")?,
+            maintenance_interval: dur("KILN_POOL_MAINTENANCE_INTERVAL", file.pool.maintenance_interval, "15s")?,
+            admin_token,
+        };
+        let instance = env.get("KILN_INSTANCE").or(file.instance).unwrap_or_else(|| default_instance(&data_dir));
+        Ok(Config {
+            data_dir,
+            listen,
+            database_url,
+            instance,
+            sandbox: SandboxConfig { limits, uid, envd_bin, idle_timeout },
+            pool,
+        })
     }
 
     /// The spec app sandboxes are created with.
@@ -186,6 +297,13 @@ impl Config {
             extra_ro: node_outside_usr(),
         })
     }
+}
+
+/// `<host name>/<data dir>`: the same after a restart, different for two
+/// servers with their own data directories on one machine.
+fn default_instance(data_dir: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}{}", host.trim(), data_dir.display())
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -250,6 +368,34 @@ mod tests {
             let err = Config::load_from(&env).unwrap_err().to_string();
             assert!(err.contains(k), "{err} does not name {k}");
         }
+    }
+
+    #[test]
+    fn pool_settings_parse_clamp_and_name_bad_values() {
+        let c = Config::load_from(&[
+            ("KILN_DATA_DIR", "/tmp/x"),
+            ("KILN_POOL_TARGET_SIZE", "40"),
+            ("KILN_POOL_MAX_AGE", "10m"),
+        ])
+        .unwrap();
+        assert_eq!((c.pool.target, c.pool.clamped_from), (16, Some(40)));
+        assert_eq!(c.pool.max_age, Duration::from_secs(600));
+        assert_eq!(c.database_url, "sqlite:///tmp/x/kiln.db");
+        assert_eq!(c.pool.admin_token, None);
+        for (k, v) in [
+            ("KILN_POOL_TARGET_SIZE", "-1"),
+            ("KILN_POOL_TARGET_SIZE", "two"),
+            ("KILN_POOL_TARGET_SIZE", "1.5"),
+            ("KILN_POOL_MAX_AGE", "45"),
+            ("KILN_POOL_MAX_AGE", "0m"),
+            ("KILN_SANDBOX_IDLE_TIMEOUT", "soon"),
+            ("KILN_DATABASE_URL", "mysql://x"),
+        ] {
+            let err = Config::load_from(&[("KILN_DATA_DIR", "/tmp/x"), (k, v)]).unwrap_err().to_string();
+            assert!(err.contains(k), "{k}={v}: {err}");
+        }
+        let c = Config::load_from(&[("KILN_DATA_DIR", "/tmp/x"), ("KILN_POOL_TARGET_SIZE", "0")]).unwrap();
+        assert_eq!(c.pool.target, 0, "zero is a valid target (no pool)");
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub trait Store: Send + Sync {
     /// Removes and returns every pool row.
     async fn drain(&self) -> Result<Vec<Entry>>;
 
+    /// Removes and returns the warming rows `owner` reserved: at start-up, a
+    /// server's own warming rows were left by its previous, dead process.
+    async fn take_warming_of(&self, owner: &str) -> Result<Vec<Entry>>;
+
     /// Every sandbox id a row (pool or session) refers to.
     async fn known_sandboxes(&self) -> Result<Vec<String>>;
 

@@ -49,6 +49,7 @@ const TAKE_STALE: &str = "DELETE FROM pool_entries \
 const FIRST_READY: &str = "SELECT * FROM pool_entries WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 \
      ORDER BY ready_at, created_at, id LIMIT 1";
 const DRAIN: &str = "DELETE FROM pool_entries RETURNING *";
+const TAKE_WARMING_OF: &str = "DELETE FROM pool_entries WHERE status = 'warming' AND owner = $1 RETURNING *";
 const KNOWN: &str =
     "SELECT sandbox_id FROM pool_entries UNION SELECT sandbox_id FROM sessions WHERE sandbox_id IS NOT NULL";
 const GET_SESSION: &str = "SELECT * FROM sessions WHERE session_key = $1";
@@ -277,6 +278,11 @@ impl Store for SqlStore {
 
     async fn drain(&self) -> Result<Vec<Entry>> {
         let rows: Vec<EntryRow> = sqlx::query_as(DRAIN).fetch_all(&self.pool).await?;
+        entries(rows)
+    }
+
+    async fn take_warming_of(&self, owner: &str) -> Result<Vec<Entry>> {
+        let rows: Vec<EntryRow> = sqlx::query_as(TAKE_WARMING_OF).bind(owner).fetch_all(&self.pool).await?;
         entries(rows)
     }
 

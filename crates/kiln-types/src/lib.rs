@@ -9,3 +9,6 @@ pub mod envd;
 pub mod sandbox;
 
 pub use sandbox::{Limits, SandboxId, SandboxIdError, SandboxInfo, SandboxSpec, SandboxState};
+
+pub mod session;
+pub use session::{SessionKey, SessionKeyError};

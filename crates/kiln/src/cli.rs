@@ -32,6 +32,16 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: crate::sandbox_cmd::SandboxCmd,
     },
+    /// The warm pool: status, top-up, drain.
+    Pool {
+        #[command(subcommand)]
+        cmd: crate::pool_cmd::PoolCmd,
+        /// A running server (e.g. http://127.0.0.1:8080); without it, the
+        /// store and local sandboxes are used directly. Sends
+        /// KILN_POOL_ADMIN_TOKEN as the bearer token.
+        #[arg(long, global = true, env = "KILN_SERVER")]
+        server: Option<String>,
+    },
     /// Benchmarks that print median and p95.
     Bench {
         #[command(subcommand)]
@@ -83,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Sandbox { cmd } => crate::sandbox_cmd::run(cmd).await,
+        Cmd::Pool { cmd, server } => crate::pool_cmd::run(cmd, server).await,
         Cmd::Bench { cmd } => crate::bench::run(cmd).await,
     }
 }

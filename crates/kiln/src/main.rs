@@ -4,6 +4,8 @@
 mod bench;
 mod cli;
 mod doctor;
+mod http_client;
+mod pool_cmd;
 mod sandbox_cmd;
 
 use clap::Parser;

@@ -103,11 +103,11 @@ impl LocalProvider {
 
     async fn create_from(
         &self,
+        id: SandboxId,
         spec: &SandboxSpec,
         source: AppSource<'_>,
         spec_hash: &str,
     ) -> Result<Created, ProviderError> {
-        let id = SandboxId::random();
         let dirs = self.dirs(&id);
         let uid = self.cfg.uid;
         let token = random_token();
@@ -261,12 +261,9 @@ impl LocalProvider {
     }
 
     /// Startup reclaim: kills and removes every sandbox on disk for which
-    /// `keep(id, owner, alive)` is false, and any cgroup a crashed creator
+    /// `keep(id, owner, state)` is false, and any cgroup a crashed creator
     /// left without a directory. Returns the ids removed.
-    pub async fn reclaim(
-        &self,
-        keep: impl Fn(&SandboxId, &str, bool) -> bool,
-    ) -> Result<Vec<SandboxId>, ProviderError> {
+    pub async fn reclaim(&self, keep: crate::provider::KeepFn<'_>) -> Result<Vec<SandboxId>, ProviderError> {
         let mut removed = Vec::new();
         let rd = std::fs::read_dir(self.sandboxes_dir()).map_err(ProviderError::io("listing sandboxes"))?;
         for e in rd.flatten() {
@@ -276,11 +273,11 @@ impl LocalProvider {
             };
             let dirs = self.dirs(&id);
             let meta = Meta::load(&dirs.meta()).ok();
-            let (owner, alive) = match &meta {
-                Some(m) => (m.owner.as_str(), self.state_of(m) == SandboxState::Running),
-                None => ("", false),
+            let (owner, state) = match &meta {
+                Some(m) => (m.owner.as_str(), self.state_of(m)),
+                None => ("", SandboxState::Exited),
             };
-            if keep(&id, owner, alive) {
+            if keep(&id, owner, state) {
                 continue;
             }
             // A record lost mid-create still names its cgroups by id.
@@ -348,15 +345,26 @@ impl LocalProvider {
     /// Boots a sandbox whose `/app` is `dir` itself, read-write, with the
     /// dev server on. Only for warming the template at the path it runs at.
     pub(crate) async fn create_direct(&self, dir: &Path) -> Result<Created, ProviderError> {
-        self.create_from(&SandboxSpec::app(), AppSource::Direct { dir }, "template-warmup").await
+        self.create_from(SandboxId::random(), &SandboxSpec::app(), AppSource::Direct { dir }, "template-warmup").await
     }
 }
 
 #[async_trait]
 impl SandboxProvider for LocalProvider {
-    async fn create(&self, spec: &SandboxSpec) -> Result<Created, ProviderError> {
+    async fn create_as(&self, id: &SandboxId, spec: &SandboxSpec) -> Result<Created, ProviderError> {
+        if self.dirs(id).root.exists() {
+            return Err(ProviderError::Boot { id: id.clone(), reason: "a sandbox with this id already exists".into() });
+        }
         let t = template::current(&self.cfg.data_dir).ok_or(ProviderError::TemplateMissing)?;
-        self.create_from(spec, AppSource::Overlay { lower: &t.app_dir }, &t.spec_hash).await
+        self.create_from(id.clone(), spec, AppSource::Overlay { lower: &t.app_dir }, &t.spec_hash).await
+    }
+
+    async fn spec_hash(&self) -> Result<String, ProviderError> {
+        template::current(&self.cfg.data_dir).map(|t| t.spec_hash).ok_or(ProviderError::TemplateMissing)
+    }
+
+    async fn reclaim(&self, keep: crate::provider::KeepFn<'_>) -> Result<Vec<SandboxId>, ProviderError> {
+        LocalProvider::reclaim(self, keep).await
     }
 
     async fn kill(&self, id: &SandboxId) -> Result<(), ProviderError> {
