@@ -20,8 +20,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys::Sys;
 
-/// Name of Kiln's parent group in every hierarchy.
-pub const PARENT: &str = "kiln";
+/// Prefix of Kiln's parent groups. Each data directory gets its own parent
+/// (`kiln-<hash>`, see [`parent_for`]), so that one Kiln instance's cleanup
+/// never touches another instance's sandboxes.
+pub const PARENT_PREFIX: &str = "kiln-";
+
+/// The parent group of the sandboxes of one data directory.
+pub fn parent_for(data_dir: &Path) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    format!("{PARENT_PREFIX}{}", hex::encode(&h[..6]))
+}
 const CPU_PERIOD_US: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,9 +134,9 @@ impl Layout {
 
     /// Creates the sandbox's groups and writes its limits. On error, whatever
     /// was created is removed again.
-    pub fn create(&self, sys: &dyn Sys, id: &str, limits: &Limits) -> io::Result<SandboxCgroup> {
+    pub fn create(&self, sys: &dyn Sys, parent: &str, id: &str, limits: &Limits) -> io::Result<SandboxCgroup> {
         let mut cg = SandboxCgroup { dirs: Vec::new() };
-        let r = self.create_into(sys, id, limits, &mut cg);
+        let r = self.create_into(sys, parent, id, limits, &mut cg);
         if let Err(e) = r {
             let _ = cg.remove(sys, Duration::from_secs(1));
             return Err(e);
@@ -135,12 +144,19 @@ impl Layout {
         Ok(cg)
     }
 
-    fn create_into(&self, sys: &dyn Sys, id: &str, limits: &Limits, cg: &mut SandboxCgroup) -> io::Result<()> {
+    fn create_into(
+        &self,
+        sys: &dyn Sys,
+        parent_name: &str,
+        id: &str,
+        limits: &Limits,
+        cg: &mut SandboxCgroup,
+    ) -> io::Result<()> {
         let memory = (limits.memory_mib * 1024 * 1024).to_string();
         let quota = (limits.cpu_millicores * CPU_PERIOD_US / 1000).max(1000);
         if let Some(root) = &self.v2 {
             let wanted: Vec<&str> = ["memory", "pids", "cpu"].into_iter().filter(|c| self.v2_has(c)).collect();
-            let parent = root.join(PARENT);
+            let parent = root.join(parent_name);
             sys.create_dir_all(&parent)?;
             if !wanted.is_empty() {
                 let enable: String = wanted.iter().map(|c| format!("+{c} ")).collect();
@@ -171,7 +187,7 @@ impl Layout {
             let Some(mnt) = self.v1_mount(c) else {
                 continue;
             };
-            let dir = mnt.join(PARENT).join(id);
+            let dir = mnt.join(parent_name).join(id);
             if !used_mounts.contains(&mnt) {
                 sys.create_dir_all(&dir)?;
                 cg.dirs.push(CgDir { path: dir.clone(), version: Version::V1 });
@@ -284,6 +300,11 @@ impl SandboxCgroup {
                     }
                 }
             }
+            // The per-data-dir parent goes with its last sandbox; while
+            // others remain it is busy and stays.
+            if let Some(parent) = d.path.parent() {
+                let _ = sys.remove_dir(parent);
+            }
         }
         Ok(())
     }
@@ -318,7 +339,7 @@ proc /proc proc rw 0 0
             (e.memory, e.pids, e.cpu, e.kill.as_str()),
             (Some(Version::V1), Some(Version::V1), Some(Version::V1), "v2-kill")
         );
-        let cg = l.create(&sys, "abc", &limits()).unwrap();
+        let cg = l.create(&sys, "kiln", "abc", &limits()).unwrap();
         let dirs: Vec<_> = cg.dirs.iter().map(|d| d.path.to_str().unwrap().to_owned()).collect();
         assert_eq!(
             dirs,
@@ -345,7 +366,7 @@ proc /proc proc rw 0 0
     fn pure_v2_host_enables_controllers_and_writes_v2_files() {
         let sys = RecordingSys::with_files(&[("/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n")]);
         let l = Layout::from_mounts(&sys, PURE_V2);
-        let cg = l.create(&sys, "abc", &limits()).unwrap();
+        let cg = l.create(&sys, "kiln", "abc", &limits()).unwrap();
         assert_eq!(cg.dirs.len(), 1);
         let calls = sys.calls();
         assert!(
@@ -362,6 +383,8 @@ proc /proc proc rw 0 0
         let cg = SandboxCgroup { dirs: vec![CgDir { path: "/cg/kiln/x".into(), version: Version::V2 }] };
         cg.kill_all(&sys, Duration::from_millis(50)).unwrap();
         assert_eq!(sys.calls(), [Call::Write("/cg/kiln/x/cgroup.kill".into(), "1".into())]);
+        cg.remove(&sys, Duration::from_millis(50)).unwrap();
+        assert_eq!(sys.calls()[1..], [Call::RemoveDir("/cg/kiln/x".into()), Call::RemoveDir("/cg/kiln".into())]);
     }
 
     #[test]

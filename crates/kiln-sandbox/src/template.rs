@@ -195,15 +195,23 @@ async fn warm(provider: &LocalProvider, app: &Path) -> Result<usize, TemplateErr
         if health.dev_server.state != kiln_types::envd::DevServerState::Ready {
             return Err(TemplateError::Step { step: "starting vite", detail: health.dev_server.log_tail.join("\n") });
         }
-        let stats = crate::graph::fetch_module_graph(&client, kiln_types::envd::DEV_SERVER_PORT)
-            .await
-            .map_err(crate::provider::ProviderError::from)?;
-        if !stats.failed.is_empty() {
-            return Err(TemplateError::Step {
-                step: "warming vite",
-                detail: format!("modules failed to load: {:?}", stats.failed),
-            });
-        }
+        // The first crawl makes Vite pre-bundle dependencies; it may cut a
+        // response short while it swaps the bundle in. Crawl again then.
+        let mut attempt = 0;
+        let stats = loop {
+            attempt += 1;
+            match crate::graph::fetch_module_graph(&client, kiln_types::envd::DEV_SERVER_PORT).await {
+                Ok(s) if s.failed.is_empty() => break s,
+                Ok(s) if attempt >= 3 => {
+                    return Err(TemplateError::Step {
+                        step: "warming vite",
+                        detail: format!("modules failed to load: {:?}", s.failed),
+                    });
+                }
+                Err(e) if attempt >= 3 => return Err(crate::provider::ProviderError::from(e).into()),
+                Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
         Ok(stats.modules)
     }
     .await;

@@ -64,7 +64,7 @@ async fn fork_bomb_is_stopped_by_the_pids_limit() {
     let sb = support::Guard::new(env, support::spec(limits, false)).await;
     let neighbour = support::Guard::new(env, support::spec(Limits::default(), false)).await;
     let (_code, _, _) = sb.sh("f(){ f | f & }; f; sleep 2; exit 0").await;
-    let cg = std::path::Path::new("/sys/fs/cgroup/pids/kiln").join(sb.id().as_str());
+    let cg = support::cgroup_dir(env, "pids", sb.id());
     let events = std::fs::read_to_string(cg.join("pids.events")).unwrap();
     let refused: u64 = events.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(refused > 0, "the pids limit never refused a fork: {events}");
@@ -86,10 +86,7 @@ async fn memory_hog_is_killed_inside_its_own_sandbox_only() {
     let neighbour = support::Guard::new(env, support::spec(Limits::default(), false)).await;
     let (code, _, _) = sb.sh("node -e 'const a=[];for(;;)a.push(Buffer.alloc(1<<20,1))'").await;
     assert_eq!(code, 128 + 9, "the hog should die of SIGKILL (OOM)");
-    let oom = std::fs::read_to_string(
-        std::path::Path::new("/sys/fs/cgroup/memory/kiln").join(sb.id().as_str()).join("memory.oom_control"),
-    )
-    .unwrap();
+    let oom = std::fs::read_to_string(support::cgroup_dir(env, "memory", sb.id()).join("memory.oom_control")).unwrap();
     let kills: u64 = oom.lines().find_map(|l| l.strip_prefix("oom_kill ")).unwrap().parse().unwrap();
     assert!(kills >= 1, "{oom}");
     // envd survived in the hog's sandbox; the neighbour never noticed.

@@ -33,7 +33,7 @@ async fn startup_reclaim_removes_a_crashed_servers_sandboxes_and_orphans() {
 
     // A creator that died between making the cgroup and the directory.
     let orphan = SandboxId::random();
-    let orphan_cg = std::path::Path::new("/sys/fs/cgroup/memory/kiln").join(orphan.as_str());
+    let orphan_cg = support::cgroup_dir(env, "memory", &orphan);
     std::fs::create_dir_all(&orphan_cg).unwrap();
 
     let restarted = LocalProvider::new(env.config.clone()).unwrap();

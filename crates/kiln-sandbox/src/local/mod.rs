@@ -166,7 +166,7 @@ impl LocalProvider {
 
         meta.cgroup = self
             .layout
-            .create(sys, meta.id.as_str(), &meta.spec.limits)
+            .create(sys, &crate::cgroup::parent_for(&self.cfg.data_dir), meta.id.as_str(), &meta.spec.limits)
             .map_err(ProviderError::io("creating the sandbox cgroups"))?;
         meta.save(&dirs.meta()).map_err(ProviderError::io("writing sandbox metadata"))?;
 
@@ -286,9 +286,10 @@ impl LocalProvider {
             removed.push(id);
         }
         // Cgroups whose sandbox directory is gone entirely.
-        let mut parents: Vec<PathBuf> = self.layout.v1.iter().map(|(_, m)| m.join(crate::cgroup::PARENT)).collect();
+        let group = crate::cgroup::parent_for(&self.cfg.data_dir);
+        let mut parents: Vec<PathBuf> = self.layout.v1.iter().map(|(_, m)| m.join(&group)).collect();
         if let Some(v2) = &self.layout.v2 {
-            parents.push(v2.join(crate::cgroup::PARENT));
+            parents.push(v2.join(&group));
         }
         for parent in parents {
             let Ok(rd) = std::fs::read_dir(&parent) else {
@@ -314,15 +315,16 @@ impl LocalProvider {
     }
 
     fn orphan_meta(&self, id: &SandboxId) -> Option<Meta> {
+        let group = crate::cgroup::parent_for(&self.cfg.data_dir);
         let mut dirs = Vec::new();
         if let Some(v2) = &self.layout.v2 {
             dirs.push(crate::cgroup::CgDir {
-                path: v2.join(crate::cgroup::PARENT).join(id.as_str()),
+                path: v2.join(&group).join(id.as_str()),
                 version: crate::cgroup::Version::V2,
             });
         }
         for (_, m) in &self.layout.v1 {
-            let p = m.join(crate::cgroup::PARENT).join(id.as_str());
+            let p = m.join(&group).join(id.as_str());
             if p.exists() {
                 dirs.push(crate::cgroup::CgDir { path: p, version: crate::cgroup::Version::V1 });
             }

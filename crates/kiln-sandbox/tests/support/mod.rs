@@ -142,6 +142,11 @@ impl Drop for Guard {
     }
 }
 
+/// The sandbox's group in one cgroup hierarchy (`pids`, `memory`, …).
+pub fn cgroup_dir(env: &Env, hierarchy: &str, id: &SandboxId) -> PathBuf {
+    Path::new("/sys/fs/cgroup").join(hierarchy).join(kiln_sandbox::cgroup::parent_for(&env.data_dir)).join(id.as_str())
+}
+
 pub fn spec(limits: Limits, dev_server: bool) -> SandboxSpec {
     SandboxSpec { limits, dev_server, egress: false }
 }
@@ -149,18 +154,26 @@ pub fn spec(limits: Limits, dev_server: bool) -> SandboxSpec {
 /// Leftovers of a sandbox on the host: mounts, cgroup dirs, its directory
 /// and processes in its cgroups. Empty means clean.
 pub fn leftovers(env: &Env, id: &SandboxId) -> Vec<String> {
+    leftovers_in(&env.data_dir, id)
+}
+
+/// [`leftovers`] for a sandbox of any data directory.
+pub fn leftovers_in(data_dir: &Path, id: &SandboxId) -> Vec<String> {
     let mut out = Vec::new();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for l in mounts.lines().filter(|l| l.contains(id.as_str())) {
         out.push(format!("mount: {l}"));
     }
     for h in ["unified", "memory", "pids", "cpu", "freezer"] {
-        let p = Path::new("/sys/fs/cgroup").join(h).join("kiln").join(id.as_str());
-        if p.exists() {
-            out.push(format!("cgroup: {}", p.display()));
+        let Ok(parents) = std::fs::read_dir(Path::new("/sys/fs/cgroup").join(h)) else { continue };
+        for parent in parents.flatten().filter(|p| p.file_name().to_string_lossy().starts_with("kiln")) {
+            let p = parent.path().join(id.as_str());
+            if p.exists() {
+                out.push(format!("cgroup: {}", p.display()));
+            }
         }
     }
-    let dir = env.data_dir.join("sandboxes").join(id.as_str());
+    let dir = data_dir.join("sandboxes").join(id.as_str());
     if dir.exists() {
         out.push(format!("directory: {}", dir.display()));
     }

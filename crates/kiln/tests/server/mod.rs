@@ -1,0 +1,172 @@
+//! Runs real `kiln serve` processes for tests: each with its own data
+//! directory (so start-up reclaim never meets another test's sandboxes) and
+//! a free loopback port. Only processes started here are ever killed, by PID.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_sandbox::{LocalConfig, LocalProvider};
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn envd_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kiln")).with_file_name("kiln-envd");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-q", "-p", "kiln-envd", "--bin", "kiln-envd"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building kiln-envd failed");
+    }
+    bin
+}
+
+impl Server {
+    /// Starts a server on `data_dir` with extra `KILN_*` settings.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        envd_bin();
+        std::fs::create_dir_all(data_dir).unwrap();
+        let port = free_port();
+        let mut all: Vec<(String, String)> = vec![
+            ("KILN_DATA_DIR".into(), data_dir.display().to_string()),
+            ("KILN_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("KILN_POOL_MAINTENANCE_INTERVAL".into(), "1s".into()),
+        ];
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut s = Server {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+            env: all,
+            log: data_dir.join("server.log"),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.arg("serve").env_remove("KILN_CONFIG").stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        self.child = Some(c.spawn().unwrap());
+    }
+
+    /// Waits until `/api/health` answers.
+    pub fn wait_up(&mut self) {
+        let t = Instant::now();
+        while get(&format!("{}/api/health", self.url), None).map(|r| r.0) != Some(200) {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("server exited with {status}; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "server never came up; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn sigkill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.sigkill();
+        self.spawn();
+    }
+
+    /// Kills the server and every sandbox left in its data directory (also
+    /// what dropping it does, so a failing test leaks nothing).
+    pub fn destroy(self) {}
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.sigkill();
+        reclaim_all(&self.data_dir);
+    }
+}
+
+/// Kills and removes every sandbox in `data_dir`.
+pub fn reclaim_all(data_dir: &Path) {
+    let cfg = LocalConfig { data_dir: data_dir.to_owned(), envd_bin: envd_bin(), uid: 61000, extra_ro: vec![] };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let p = LocalProvider::new(cfg).unwrap();
+        p.reclaim(&|_, _, _| false).await.unwrap();
+    });
+}
+
+/// A blocking HTTP call with `curl`-like semantics: (status, body).
+pub fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> Option<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let uri: http::Uri = url.parse().ok()?;
+        let stream = tokio::net::TcpStream::connect((uri.host()?, uri.port_u16()?)).await.ok()?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn);
+        let mut req =
+            http::Request::builder().method(method).uri(uri.path_and_query()?.as_str()).header("host", "localhost");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned()))).ok()?;
+        let resp = sender.send_request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let b = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&b).into_owned()))
+    })
+}
+
+pub fn get(url: &str, token: Option<&str>) -> Option<(u16, String)> {
+    call("GET", url, None, token)
+}
+
+pub fn status(s: &Server, token: Option<&str>) -> serde_json::Value {
+    let (code, body) = get(&format!("{}/api/vm/prewarm", s.url), token).expect("status answers");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+pub fn prerequisites() -> bool {
+    let missing = if !rustix::process::geteuid().is_root() {
+        Some("must run as root")
+    } else if Command::new("bwrap").arg("--version").output().is_err() {
+        Some("bubblewrap is not installed")
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true and a prerequisite is missing: {why}")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
+        }
+    }
+}
