@@ -33,6 +33,8 @@ pub enum PoolError {
     Boot { sandbox: String, phase: BootPhase, detail: String },
     #[error("target {got} is over the configured maximum {max}")]
     TargetTooLarge { got: u32, max: u32 },
+    #[error("claiming from the pool failed: {0}")]
+    Claim(String),
     #[error("a stored endpoint is not valid JSON: {0}")]
     Endpoint(#[from] serde_json::Error),
 }

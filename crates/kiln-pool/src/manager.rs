@@ -136,6 +136,74 @@ struct Inner {
     provider: Arc<dyn SandboxProvider>,
     warmup: Arc<dyn WarmUp>,
     cfg: PoolConfig,
+    /// Background refills are coalesced: a burst of claims asks for one
+    /// top-up (plus at most one more queued behind it), not one each.
+    refill: tokio::sync::Semaphore,
+    refill_queued: std::sync::atomic::AtomicBool,
+    /// The claim batcher's queue (started on first use).
+    claims: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ClaimRequest>>,
+}
+
+type ClaimReply = Result<Option<(kiln_store::Entry, kiln_store::Session)>, String>;
+
+struct ClaimRequest {
+    session_key: String,
+    reply: tokio::sync::oneshot::Sender<ClaimReply>,
+}
+
+/// Most claims one batch transaction serves.
+const CLAIM_BATCH: usize = 64;
+
+/// Group commit: claims that arrive while a batch is in the database wait
+/// and go together in the next one, so a burst of N claimants costs a
+/// single-writer store (SQLite) one transaction instead of N.
+async fn claim_loop(
+    store: Arc<dyn Store>,
+    provider: Arc<dyn SandboxProvider>,
+    max_age_ms: i64,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ClaimRequest>,
+) {
+    let mut deferred: std::collections::VecDeque<ClaimRequest> = std::collections::VecDeque::new();
+    loop {
+        let first = match deferred.pop_front() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < CLAIM_BATCH {
+            let Ok(r) = rx.try_recv() else { break };
+            // One session twice in a batch would bind two sandboxes to it.
+            if batch.iter().any(|b| b.session_key == r.session_key) {
+                deferred.push_back(r);
+            } else {
+                batch.push(r);
+            }
+        }
+        let keys: Vec<String> = batch.iter().map(|r| r.session_key.clone()).collect();
+        let result = async {
+            let spec = provider.spec_hash().await.map_err(|e| e.to_string())?;
+            let now = now_ms();
+            let rules = StaleRules { now_ms: now, max_age_ms };
+            store.claim_for_sessions(&spec, &rules, &keys, now).await.map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(pairs) => {
+                let mut pairs = pairs.into_iter();
+                for r in batch {
+                    let _ = r.reply.send(Ok(pairs.next()));
+                }
+            }
+            Err(e) => {
+                for r in batch {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 impl PoolManager {
@@ -145,7 +213,10 @@ impl PoolManager {
         warmup: Arc<dyn WarmUp>,
         cfg: PoolConfig,
     ) -> Self {
-        PoolManager { inner: Arc::new(Inner { store, provider, warmup, cfg }) }
+        let refill = tokio::sync::Semaphore::new(1);
+        let refill_queued = std::sync::atomic::AtomicBool::new(false);
+        let claims = std::sync::OnceLock::new();
+        PoolManager { inner: Arc::new(Inner { store, provider, warmup, cfg, refill, refill_queued, claims }) }
     }
 
     pub fn config(&self) -> &PoolConfig {
@@ -352,8 +423,9 @@ impl PoolManager {
             self.spawn_kill(sb);
         }
 
-        let spec_hash = self.inner.provider.spec_hash().await?;
-        while let Some(entry) = store.claim(&spec_hash, &self.rules(now_ms())).await? {
+        // Claim (batched with concurrent claimants; the row is taken and the
+        // session bound in one transaction), then make sure it answers.
+        while let Some((entry, session)) = self.claim_batched(session_key).await? {
             let endpoint: Endpoint = serde_json::from_str(entry.endpoint.as_deref().unwrap_or("null"))?;
             let client = EnvdClient::new(endpoint.clone());
             let Ok(id) = entry.sandbox_id.parse::<SandboxId>() else { continue };
@@ -373,8 +445,10 @@ impl PoolManager {
                 }
             };
             let reinit_ms = t.elapsed().as_millis() as u64;
-            let ep = serde_json::to_string(&endpoint)?;
-            let s = store.bind_session(session_key, &entry.sandbox_id, &ep, agent.as_deref(), now_ms()).await?;
+            if agent != entry.agent_session {
+                let ep = serde_json::to_string(&endpoint)?;
+                store.bind_session(session_key, &entry.sandbox_id, &ep, agent.as_deref(), now_ms()).await?;
+            }
             self.spawn_topup();
             let ms = t0.elapsed().as_millis() as u64;
             metrics::counter!(m::CLAIMS, "result" => "hit").increment(1);
@@ -382,7 +456,7 @@ impl PoolManager {
             return Ok(Acquired {
                 sandbox_id: id,
                 endpoint,
-                app_id: s.app_id,
+                app_id: session.app_id,
                 source: Source::Warm,
                 ms,
                 reinit_ms: Some(reinit_ms),
@@ -417,10 +491,34 @@ impl PoolManager {
         })
     }
 
-    /// Refills in the background; failures are logged.
+    async fn claim_batched(
+        &self,
+        session_key: &str,
+    ) -> Result<Option<(kiln_store::Entry, kiln_store::Session)>, PoolError> {
+        let tx = self.inner.claims.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let max_age_ms = self.inner.cfg.max_age.as_millis() as i64;
+            tokio::spawn(claim_loop(self.inner.store.clone(), self.inner.provider.clone(), max_age_ms, rx));
+            tx
+        });
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send(ClaimRequest { session_key: session_key.to_owned(), reply })
+            .map_err(|_| PoolError::Claim("the claim queue is closed".into()))?;
+        rx.await.map_err(|_| PoolError::Claim("the claim batcher stopped".into()))?.map_err(PoolError::Claim)
+    }
+
+    /// Refills in the background; failures are logged. Calls that arrive
+    /// while a refill runs collapse into a single follow-up refill, which
+    /// sees every claim made in the meantime.
     pub fn spawn_topup(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.refill_queued.swap(true, Ordering::AcqRel) {
+            return; // a queued refill will cover this claim
+        }
         let me = self.clone();
         tokio::spawn(async move {
+            let _running = me.inner.refill.acquire().await.expect("never closed");
+            me.inner.refill_queued.store(false, Ordering::Release);
             if let Err(e) = me.topup(None).await {
                 tracing::error!(error = %e, "background top-up failed");
             }

@@ -106,7 +106,7 @@ fn key(n: u32) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn topup_fills_claims_hit_and_the_pool_refills_on_both_stores() {
     let env = require_env!();
-    let stores = kiln_store_test_stores().await;
+    let (stores, schema) = kiln_store_test_stores().await;
     for store in stores.iter() {
         let f = Fixture::new(env, store.clone(), "test", |c| c.target = 2);
         let t = f.pool.topup(None).await.unwrap();
@@ -129,6 +129,9 @@ async fn topup_fills_claims_hit_and_the_pool_refills_on_both_stores() {
         assert_eq!(b.source, Source::Warm);
         assert_ne!(b.sandbox_id, a.sandbox_id);
         f.finish().await;
+    }
+    if let Some((url, schema)) = schema {
+        kiln_store::drop_postgres_schema(&url, &schema).await.unwrap();
     }
 }
 

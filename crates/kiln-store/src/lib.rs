@@ -66,6 +66,18 @@ pub trait Store: Send + Sync {
     /// `spec_hash`; `None` is a miss.
     async fn claim(&self, spec_hash: &str, rules: &StaleRules) -> Result<Option<Entry>>;
 
+    /// Group commit for bursts of claims: takes up to `sessions.len()` of
+    /// the oldest ready, non-stale rows of `spec_hash` and binds them, in
+    /// order, to `sessions`, all in one transaction. Fewer pairs than
+    /// sessions means the pool ran out for the rest.
+    async fn claim_for_sessions(
+        &self,
+        spec_hash: &str,
+        rules: &StaleRules,
+        sessions: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<(Entry, Session)>>;
+
     /// Removes and returns every stale row: another spec hash, older than
     /// the age cap, or warming with an expired lease.
     async fn take_stale(&self, spec_hash: &str, rules: &StaleRules) -> Result<Vec<Entry>>;
@@ -116,6 +128,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
 /// and side-by-side deployments share one database.
 pub async fn connect_postgres_schema(url: &str, schema: &str) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(sql::SqlStore::connect(url, Some(schema)).await?))
+}
+
+/// Drops a schema made by [`connect_postgres_schema`] and everything in it.
+pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<()> {
+    sql::drop_schema(url, schema).await
 }
 
 /// Milliseconds since the Unix epoch.

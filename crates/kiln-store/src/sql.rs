@@ -44,6 +44,19 @@ const CLAIM_POSTGRES: &str = "DELETE FROM pool_entries WHERE id = (SELECT id FRO
      FOR UPDATE SKIP LOCKED) RETURNING *";
 const ANY_READY: &str = "SELECT id FROM pool_entries \
      WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 LIMIT 1";
+const CLAIM_MANY_SQLITE: &str = "DELETE FROM pool_entries WHERE id IN (SELECT id FROM pool_entries \
+     WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 ORDER BY ready_at, created_at, id LIMIT $3) RETURNING *";
+const CLAIM_MANY_POSTGRES: &str = "DELETE FROM pool_entries WHERE id IN (SELECT id FROM pool_entries \
+     WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 ORDER BY ready_at, created_at, id LIMIT $3 \
+     FOR UPDATE SKIP LOCKED) RETURNING *";
+/// Binds a session to a sandbox; a new session gets app `$2`, an existing
+/// one keeps its app (returned either way).
+const BIND: &str = "INSERT INTO sessions \
+     (session_key, app_id, sandbox_id, endpoint, agent_session, created_at, last_active_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (session_key) DO UPDATE SET \
+     sandbox_id = excluded.sandbox_id, endpoint = excluded.endpoint, agent_session = excluded.agent_session, \
+     last_active_at = excluded.last_active_at RETURNING *";
+const ENSURE_APP: &str = "INSERT INTO apps (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
 const TAKE_STALE: &str = "DELETE FROM pool_entries \
      WHERE spec_hash <> $1 OR created_at < $2 OR (status = 'warming' AND lease_expires_at < $3) RETURNING *";
 const FIRST_READY: &str = "SELECT * FROM pool_entries WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 \
@@ -53,12 +66,6 @@ const TAKE_WARMING_OF: &str = "DELETE FROM pool_entries WHERE status = 'warming'
 const KNOWN: &str =
     "SELECT sandbox_id FROM pool_entries UNION SELECT sandbox_id FROM sessions WHERE sandbox_id IS NOT NULL";
 const GET_SESSION: &str = "SELECT * FROM sessions WHERE session_key = $1";
-const INSERT_APP: &str = "INSERT INTO apps (id, created_at) VALUES ($1, $2)";
-const UPSERT_SESSION: &str = "INSERT INTO sessions \
-     (session_key, app_id, sandbox_id, endpoint, agent_session, created_at, last_active_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (session_key) DO UPDATE SET \
-     sandbox_id = excluded.sandbox_id, endpoint = excluded.endpoint, agent_session = excluded.agent_session, \
-     last_active_at = excluded.last_active_at RETURNING *";
 const TOUCH: &str = "UPDATE sessions SET last_active_at = $2 WHERE session_key = $1";
 const IDLE: &str = "SELECT * FROM sessions WHERE sandbox_id IS NOT NULL AND last_active_at < $1";
 const UNBIND_IF_IDLE: &str = "UPDATE sessions SET sandbox_id = NULL, endpoint = NULL, agent_session = NULL \
@@ -131,14 +138,112 @@ impl SqlStore {
 }
 
 async fn create_schema(url: &str, schema: &str) -> Result<()> {
-    if !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') || schema.is_empty() {
-        return Err(StoreError::Url(format!("schema name {schema:?} must be [a-z0-9_]+")));
-    }
+    check_schema_name(schema)?;
     let pool = AnyPoolOptions::new().max_connections(1).connect(url).await?;
     let stmt = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
     pool.execute(sqlx::AssertSqlSafe(stmt)).await?;
     pool.close().await;
     Ok(())
+}
+
+pub(crate) async fn drop_schema(url: &str, schema: &str) -> Result<()> {
+    check_schema_name(schema)?;
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+    pool.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).await?;
+    pool.close().await;
+    Ok(())
+}
+
+fn check_schema_name(schema: &str) -> Result<()> {
+    if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(StoreError::Url(format!("schema name {schema:?} must be [a-z0-9_]+")));
+    }
+    Ok(())
+}
+
+/// Binds inside a transaction: two statements, the app row second (the
+/// foreign key is checked at commit).
+async fn bind_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &str,
+    sandbox_id: &str,
+    endpoint: &str,
+    agent_session: Option<&str>,
+    now_ms: i64,
+) -> Result<Session> {
+    let s: Session = sqlx::query_as(BIND)
+        .bind(key)
+        .bind(crate::new_id())
+        .bind(sandbox_id)
+        .bind(endpoint)
+        .bind(agent_session.map(str::to_owned))
+        .bind(now_ms)
+        .fetch_one(&mut **tx)
+        .await?;
+    sqlx::query(ENSURE_APP).bind(&s.app_id).bind(now_ms).execute(&mut **tx).await?;
+    Ok(s)
+}
+
+/// Binds `claimed[i]` to `sessions[i]` for every i, in two statements
+/// whatever the batch size: one multi-row session upsert, one multi-row app
+/// insert (the foreign key is checked at commit).
+async fn bind_many(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    claimed: &[Entry],
+    sessions: &[String],
+    now_ms: i64,
+) -> Result<Vec<(Entry, Session)>> {
+    // Only placeholders are interpolated: the values are all bound.
+    let rows: Vec<String> = (0..claimed.len())
+        .map(|i| {
+            let b = i * 5;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${n}, ${n})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                n = claimed.len() * 5 + 1
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO sessions (session_key, app_id, sandbox_id, endpoint, agent_session, created_at, last_active_at) \
+         VALUES {} ON CONFLICT (session_key) DO UPDATE SET sandbox_id = excluded.sandbox_id, \
+         endpoint = excluded.endpoint, agent_session = excluded.agent_session, \
+         last_active_at = excluded.last_active_at RETURNING *",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query_as::<_, Session>(sqlx::AssertSqlSafe(sql));
+    for (entry, key) in claimed.iter().zip(sessions) {
+        q = q
+            .bind(key.clone())
+            .bind(crate::new_id())
+            .bind(entry.sandbox_id.clone())
+            .bind(entry.endpoint.clone().unwrap_or_default())
+            .bind(entry.agent_session.clone());
+    }
+    let bound: Vec<Session> = q.bind(now_ms).fetch_all(&mut **tx).await?;
+
+    let apps: Vec<String> = (0..bound.len()).map(|i| format!("(${}, ${})", i + 1, bound.len() + 1)).collect();
+    let sql = format!("INSERT INTO apps (id, created_at) VALUES {} ON CONFLICT (id) DO NOTHING", apps.join(", "));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for s in &bound {
+        q = q.bind(s.app_id.clone());
+    }
+    q.bind(now_ms).execute(&mut **tx).await?;
+
+    let mut out = Vec::with_capacity(claimed.len());
+    for (entry, key) in claimed.iter().zip(sessions) {
+        let s = bound.iter().find(|s| &s.session_key == key).cloned().ok_or_else(|| StoreError::Corrupt {
+            table: "sessions",
+            detail: format!("upsert returned no row for session {key}"),
+        })?;
+        out.push((entry.clone(), s));
+    }
+    Ok(out)
 }
 
 fn counts_from(rows: &[sqlx::any::AnyRow]) -> Result<(u32, u32)> {
@@ -300,26 +405,44 @@ impl Store for SqlStore {
         now_ms: i64,
     ) -> Result<Session> {
         let mut tx = self.begin_write().await?;
-        let existing: Option<Session> = sqlx::query_as(GET_SESSION).bind(key).fetch_optional(&mut *tx).await?;
-        let app_id = match existing {
-            Some(s) => s.app_id,
-            None => {
-                let id = crate::new_id();
-                sqlx::query(INSERT_APP).bind(&id).bind(now_ms).execute(&mut *tx).await?;
-                id
-            }
-        };
-        let s: Session = sqlx::query_as(UPSERT_SESSION)
-            .bind(key)
-            .bind(&app_id)
-            .bind(sandbox_id)
-            .bind(endpoint)
-            .bind(agent_session.map(str::to_owned))
-            .bind(now_ms)
-            .fetch_one(&mut *tx)
-            .await?;
+        let s = bind_in(&mut tx, key, sandbox_id, endpoint, agent_session, now_ms).await?;
         tx.commit().await?;
         Ok(s)
+    }
+
+    async fn claim_for_sessions(
+        &self,
+        spec_hash: &str,
+        rules: &StaleRules,
+        sessions: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<(Entry, Session)>> {
+        if sessions.is_empty() {
+            return Ok(vec![]);
+        }
+        if self.kind == Kind::Sqlite {
+            // Lock-free read first (WAL): an empty pool costs no write lock.
+            let any =
+                sqlx::query(ANY_READY).bind(spec_hash).bind(rules.min_created()).fetch_optional(&self.pool).await?;
+            if any.is_none() {
+                return Ok(vec![]);
+            }
+        }
+        let sql = if self.kind == Kind::Sqlite { CLAIM_MANY_SQLITE } else { CLAIM_MANY_POSTGRES };
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<EntryRow> = sqlx::query_as(sql)
+            .bind(spec_hash)
+            .bind(rules.min_created())
+            .bind(sessions.len() as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut claimed = entries(rows)?;
+        // RETURNING has no order: hand out the oldest first.
+        claimed.sort_by(|a, b| (a.ready_at, a.created_at, &a.id).cmp(&(b.ready_at, b.created_at, &b.id)));
+        claimed.truncate(sessions.len());
+        let out = if claimed.is_empty() { vec![] } else { bind_many(&mut tx, &claimed, sessions, now_ms).await? };
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn get_session(&self, key: &str) -> Result<Option<Session>> {

@@ -14,18 +14,38 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Warm-claim latency (1 and 50 concurrent claimants, SQLite and
+    /// PostgreSQL) and pool refill throughput.
+    Pool {
+        /// Claims measured per concurrency level and store.
+        #[arg(long, default_value_t = 1000)]
+        claims: usize,
+        /// Sandboxes to refill for the throughput figure.
+        #[arg(long, default_value_t = 8)]
+        refill: u32,
+        /// PostgreSQL to measure on (a fresh schema is created and dropped).
+        #[arg(long, env = "KILN_BENCH_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+        postgres: String,
+    },
 }
 
 /// Median and 95th percentile (nearest rank) of `xs`.
 pub fn percentiles(xs: &mut [f64]) -> (f64, f64) {
+    (percentile(xs, 0.5), percentile(xs, 0.95))
+}
+
+/// The `p` quantile (nearest rank) of `xs`; sorts `xs`.
+pub fn percentile(xs: &mut [f64], p: f64) -> f64 {
     xs.sort_by(f64::total_cmp);
-    let rank = |p: f64| xs[((p * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1];
-    (rank(0.5), rank(0.95))
+    xs[((p * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1]
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<u8> {
     match cmd {
         BenchCmd::Sandbox { runs } => sandbox(runs.max(1)).await,
+        BenchCmd::Pool { claims, refill, postgres } => {
+            crate::bench_pool::run(claims.max(50), refill.max(1), &postgres).await
+        }
     }
 }
 

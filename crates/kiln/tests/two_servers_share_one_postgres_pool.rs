@@ -102,4 +102,5 @@ fn two_servers_top_up_and_claim_without_double_claims_or_overshoot() {
     assert!(max > 0);
     a.destroy();
     b.destroy();
+    rt.block_on(kiln_store::drop_postgres_schema(&base, &schema)).unwrap();
 }

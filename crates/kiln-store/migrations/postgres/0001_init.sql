@@ -20,7 +20,8 @@ CREATE TABLE apps (
 
 CREATE TABLE sessions (
     session_key    TEXT PRIMARY KEY,
-    app_id         TEXT NOT NULL REFERENCES apps (id),
+    -- Deferred: a claim binds the session, then records its app, in one transaction.
+    app_id         TEXT NOT NULL REFERENCES apps (id) DEFERRABLE INITIALLY DEFERRED,
     sandbox_id     TEXT,
     endpoint       TEXT,
     agent_session  TEXT,

@@ -47,13 +47,7 @@ impl Drop for Stores {
         // Drop runs inside the test's runtime: clean up from a thread of our own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                sqlx::any::install_default_drivers();
-                if let Ok(pool) = sqlx::AnyPool::connect(&url).await {
-                    let stmt = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    let _ = sqlx::Executor::execute(&pool, sqlx::AssertSqlSafe(stmt)).await;
-                }
-            });
+            let _ = rt.block_on(kiln_store::drop_postgres_schema(&url, &schema));
         })
         .join();
     }
