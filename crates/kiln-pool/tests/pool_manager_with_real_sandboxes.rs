@@ -271,16 +271,23 @@ async fn a_restarted_server_recovers_its_warming_rows_and_reclaims_unknown_sandb
     f.finish().await;
 }
 
-/// Both stores, as in kiln-store's tests (PostgreSQL required under CI=true).
-async fn kiln_store_test_stores() -> Vec<Arc<dyn Store>> {
+/// Both stores, as in kiln-store's tests (PostgreSQL required under
+/// CI=true), and the PostgreSQL schema to drop afterwards.
+async fn kiln_store_test_stores() -> (Vec<Arc<dyn Store>>, Option<(String, String)>) {
     let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
     let mut all = vec![kiln_store::connect(&format!("sqlite://{}", dir.path().join("k.db").display())).await.unwrap()];
     let url =
         std::env::var("KILN_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    match kiln_store::connect_postgres_schema(&url, &format!("kiln_pool_test_{}", kiln_store::new_id())).await {
-        Ok(pg) => all.push(pg),
+    let schema = format!("kiln_pool_test_{}", kiln_store::new_id());
+    match kiln_store::connect_postgres_schema(&url, &schema).await {
+        Ok(pg) => {
+            all.push(pg);
+            (all, Some((url, schema)))
+        }
         Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and PostgreSQL is unusable: {e}"),
-        Err(e) => eprintln!("SKIPPED the PostgreSQL half: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED the PostgreSQL half: {e}");
+            (all, None)
+        }
     }
-    all
 }
