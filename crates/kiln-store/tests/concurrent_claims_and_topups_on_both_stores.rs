@@ -105,3 +105,42 @@ async fn sixteen_concurrent_topups_with_target_five_never_overshoot() {
         assert_eq!(c.ready + c.warming, 5);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batched_claims_bind_each_row_to_exactly_one_session() {
+    for store in stores().await.all.iter() {
+        let now = kiln_store::now_ms();
+        add_ready(store.as_ref(), "s", 50, now).await;
+        // 32 batches of 1–4 sessions (80 sessions for 50 rows), all at once,
+        // as 32 server processes' batchers would send them.
+        let mut tasks = Vec::new();
+        for b in 0..32usize {
+            let store = store.clone();
+            let keys: Vec<String> = (0..(b % 4 + 1)).map(|i| format!("session-{b}-{i}")).collect();
+            tasks.push(tokio::spawn(
+                async move { store.claim_for_sessions("s", &rules(now), &keys, now).await.unwrap() },
+            ));
+        }
+        let mut rows = Vec::new();
+        let mut sessions = HashSet::new();
+        for t in tasks {
+            for (entry, session) in t.await.unwrap() {
+                assert_eq!(session.sandbox_id.as_deref(), Some(entry.sandbox_id.as_str()), "{}", store.kind());
+                assert_eq!(session.endpoint, entry.endpoint);
+                assert!(sessions.insert(session.session_key.clone()), "a session was bound twice");
+                rows.push(entry.id);
+            }
+        }
+        let distinct: HashSet<_> = rows.iter().collect();
+        assert_eq!((rows.len(), distinct.len()), (50, 50), "{}: every row to exactly one session", store.kind());
+        let mut known = store.known_sandboxes().await.unwrap();
+        known.sort();
+        known.dedup();
+        assert_eq!(known.len(), 50);
+        // Each bound session has its app.
+        for key in sessions.iter().take(5) {
+            let s = store.get_session(key).await.unwrap().unwrap();
+            assert!(!s.app_id.is_empty());
+        }
+    }
+}

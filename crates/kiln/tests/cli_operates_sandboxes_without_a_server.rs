@@ -2,29 +2,13 @@
 //! doctor, sandbox create / ls / exec / kill, with exit codes that scripts can
 //! rely on and clear errors for bad input.
 
+mod server;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-fn prerequisites() -> bool {
-    let missing = if !rustix::process::geteuid().is_root() {
-        Some("must run as root")
-    } else if Command::new("bwrap").arg("--version").output().is_err() {
-        Some("bubblewrap is not installed")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true and a prerequisite is missing: {why}")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED: {why}");
-            false
-        }
-    }
-}
+use server::prerequisites;
 
 fn data_dir() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
