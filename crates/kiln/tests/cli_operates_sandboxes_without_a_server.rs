@@ -11,16 +11,8 @@ use std::sync::OnceLock;
 use server::prerequisites;
 
 fn data_dir() -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "kiln-envd", "--bin", "kiln-envd"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building kiln-envd failed");
-    });
+    static ENVD: OnceLock<PathBuf> = OnceLock::new();
+    ENVD.get_or_init(server::envd_bin);
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-data")
 }
 
