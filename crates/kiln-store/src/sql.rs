@@ -37,11 +37,6 @@ const RENEW: &str = "UPDATE pool_entries SET lease_expires_at = $2 WHERE id = $1
 const MARK_READY: &str = "UPDATE pool_entries SET status = 'ready', ready_at = $2, endpoint = $3, agent_session = $4 \
      WHERE id = $1 AND status = 'warming'";
 const DELETE_ENTRY: &str = "DELETE FROM pool_entries WHERE id = $1";
-const CLAIM_SQLITE: &str = "DELETE FROM pool_entries WHERE id = (SELECT id FROM pool_entries \
-     WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 ORDER BY ready_at, created_at, id LIMIT 1) RETURNING *";
-const CLAIM_POSTGRES: &str = "DELETE FROM pool_entries WHERE id = (SELECT id FROM pool_entries \
-     WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 ORDER BY ready_at, created_at, id LIMIT 1 \
-     FOR UPDATE SKIP LOCKED) RETURNING *";
 const ANY_READY: &str = "SELECT id FROM pool_entries \
      WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 LIMIT 1";
 const CLAIM_MANY_SQLITE: &str = "DELETE FROM pool_entries WHERE id IN (SELECT id FROM pool_entries \
@@ -127,6 +122,24 @@ impl SqlStore {
         }
     }
 
+    /// The transaction a claim runs in, or `None` when the pool is visibly
+    /// empty: under WAL that read takes no lock, so a miss never queues for
+    /// SQLite's single writer lock.
+    async fn begin_claim(
+        &self,
+        spec_hash: &str,
+        rules: &StaleRules,
+    ) -> Result<Option<sqlx::Transaction<'static, sqlx::Any>>> {
+        if self.kind == Kind::Sqlite {
+            let any =
+                sqlx::query(ANY_READY).bind(spec_hash).bind(rules.min_created()).fetch_optional(&self.pool).await?;
+            if any.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.begin_write().await?))
+    }
+
     /// A write transaction (SQLite takes the write lock up front, so a
     /// read-then-write never fails on a stale snapshot).
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
@@ -183,6 +196,25 @@ async fn bind_in(
         .await?;
     sqlx::query(ENSURE_APP).bind(&s.app_id).bind(now_ms).execute(&mut **tx).await?;
     Ok(s)
+}
+
+/// Takes (deletes and returns) up to `n` of the oldest ready, non-stale
+/// rows, oldest first. The one claim statement: single and batched claims
+/// both run it.
+async fn take_ready(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    kind: Kind,
+    spec_hash: &str,
+    rules: &StaleRules,
+    n: usize,
+) -> Result<Vec<Entry>> {
+    let sql = if kind == Kind::Sqlite { CLAIM_MANY_SQLITE } else { CLAIM_MANY_POSTGRES };
+    let rows: Vec<EntryRow> =
+        sqlx::query_as(sql).bind(spec_hash).bind(rules.min_created()).bind(n as i64).fetch_all(&mut **tx).await?;
+    let mut taken = entries(rows)?;
+    // RETURNING has no order: hand out the oldest first.
+    taken.sort_by(|a, b| (a.ready_at, a.created_at, &a.id).cmp(&(b.ready_at, b.created_at, &b.id)));
+    Ok(taken)
 }
 
 /// Binds `claimed[i]` to `sessions[i]` for every i, in two statements
@@ -324,33 +356,13 @@ impl Store for SqlStore {
     }
 
     async fn claim(&self, spec_hash: &str, rules: &StaleRules) -> Result<Option<Entry>> {
-        let row: Option<EntryRow> = match self.kind {
-            Kind::Sqlite => {
-                // Under WAL a read takes no lock: an empty pool answers a miss
-                // without queueing for the single writer's lock.
-                let any =
-                    sqlx::query(ANY_READY).bind(spec_hash).bind(rules.min_created()).fetch_optional(&self.pool).await?;
-                if any.is_none() {
-                    return Ok(None);
-                }
-                let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                let row = sqlx::query_as(CLAIM_SQLITE)
-                    .bind(spec_hash)
-                    .bind(rules.min_created())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                row
-            }
-            Kind::Postgres => {
-                sqlx::query_as(CLAIM_POSTGRES)
-                    .bind(spec_hash)
-                    .bind(rules.min_created())
-                    .fetch_optional(&self.pool)
-                    .await?
-            }
+        let mut tx = match self.begin_claim(spec_hash, rules).await? {
+            Some(tx) => tx,
+            None => return Ok(None),
         };
-        row.map(Entry::try_from).transpose()
+        let taken = take_ready(&mut tx, self.kind, spec_hash, rules, 1).await?;
+        tx.commit().await?;
+        Ok(taken.into_iter().next())
     }
 
     async fn take_stale(&self, spec_hash: &str, rules: &StaleRules) -> Result<Vec<Entry>> {
@@ -420,25 +432,11 @@ impl Store for SqlStore {
         if sessions.is_empty() {
             return Ok(vec![]);
         }
-        if self.kind == Kind::Sqlite {
-            // Lock-free read first (WAL): an empty pool costs no write lock.
-            let any =
-                sqlx::query(ANY_READY).bind(spec_hash).bind(rules.min_created()).fetch_optional(&self.pool).await?;
-            if any.is_none() {
-                return Ok(vec![]);
-            }
-        }
-        let sql = if self.kind == Kind::Sqlite { CLAIM_MANY_SQLITE } else { CLAIM_MANY_POSTGRES };
-        let mut tx = self.begin_write().await?;
-        let rows: Vec<EntryRow> = sqlx::query_as(sql)
-            .bind(spec_hash)
-            .bind(rules.min_created())
-            .bind(sessions.len() as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut claimed = entries(rows)?;
-        // RETURNING has no order: hand out the oldest first.
-        claimed.sort_by(|a, b| (a.ready_at, a.created_at, &a.id).cmp(&(b.ready_at, b.created_at, &b.id)));
+        let mut tx = match self.begin_claim(spec_hash, rules).await? {
+            Some(tx) => tx,
+            None => return Ok(vec![]),
+        };
+        let mut claimed = take_ready(&mut tx, self.kind, spec_hash, rules, sessions.len()).await?;
         claimed.truncate(sessions.len());
         let out = if claimed.is_empty() { vec![] } else { bind_many(&mut tx, &claimed, sessions, now_ms).await? };
         tx.commit().await?;
