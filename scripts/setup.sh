@@ -42,4 +42,12 @@ if ! node_ok; then
   node_ok || { echo "setup: could not install Node >= 20.19" >&2; exit 1; }
 fi
 
+# Sandboxes with egress run pasta as the unprivileged sandbox uid, which must
+# open /dev/net/tun. udev on a standard Debian makes it 0666; containers and
+# minimal images without udev leave it 0600.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != "666" ]; then
+  echo "setup: making /dev/net/tun usable by unprivileged users (as udev does on Debian)"
+  $SUDO chmod 0666 /dev/net/tun
+fi
+
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }

@@ -14,5 +14,9 @@ export default defineConfig({
     port: 5173,
     strictPort: true,
     allowedHosts: true,
+    // /app is an overlay mount; inotify on overlayfs missed some rewrites of
+    // files copied up from the template, so changes are found by polling
+    // (a small app: a stat per file every 100 ms).
+    watch: { usePolling: true, interval: 100 },
   },
 });

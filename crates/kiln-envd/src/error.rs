@@ -20,6 +20,12 @@ pub enum EnvdError {
     TooLarge { got: u64, max: u64 },
     #[error("nothing answers on port {0} inside the sandbox")]
     Upstream(u16),
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    #[error("events after seq {after} are no longer kept (oldest kept: {oldest}); reload the session")]
+    Expired { after: u64, oldest: u64 },
+    #[error("agent: {0}")]
+    Agent(String),
     #[error("internal error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -34,6 +40,9 @@ impl EnvdError {
             EnvdError::IsDirectory(_) => (StatusCode::BAD_REQUEST, "is_directory"),
             EnvdError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             EnvdError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            EnvdError::Conflict(code, _) => (StatusCode::CONFLICT, code),
+            EnvdError::Expired { .. } => (StatusCode::GONE, "events_expired"),
+            EnvdError::Agent(_) => (StatusCode::BAD_GATEWAY, "agent_error"),
             EnvdError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

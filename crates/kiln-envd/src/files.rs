@@ -28,7 +28,14 @@ const SKIP_IN_RECURSIVE: &[&str] = &["node_modules", ".git", "dist"];
 pub struct AppDir {
     root: OwnedFd,
     path: PathBuf,
+    /// When each file was last written (see [`WRITE_SPACING`]).
+    last_write: std::sync::Mutex<std::collections::HashMap<PathBuf, std::time::Instant>>,
 }
+
+/// Least time between two writes of one file. Vite's watcher (chokidar)
+/// drops a second change event for the same file within 50 ms without
+/// re-emitting it, so a quick second write would never reach the preview.
+pub const WRITE_SPACING: std::time::Duration = std::time::Duration::from_millis(60);
 
 /// A path that passed the textual check: relative, no `..`, no NUL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +90,7 @@ fn map_errno(e: Errno, rel: &RelPath) -> EnvdError {
 impl AppDir {
     pub fn open(path: &Path) -> std::io::Result<AppDir> {
         let root = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(AppDir { root, path: path.to_owned() })
+        Ok(AppDir { root, path: path.to_owned(), last_write: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -136,15 +143,55 @@ impl AppDir {
         Ok(cur)
     }
 
-    /// Writes atomically: a temporary file in the same directory, then a
-    /// rename, so the dev server's watcher never sees half a file. A final
-    /// component that is a symlink is replaced, never followed.
+    /// Waits until [`WRITE_SPACING`] has passed since the file's last write.
+    fn space_writes(&self, rel: &Path) {
+        let now = std::time::Instant::now();
+        let wait = {
+            let mut m = self.last_write.lock().unwrap();
+            if m.len() > 1024 {
+                m.retain(|_, t| now.duration_since(*t) < WRITE_SPACING);
+            }
+            let since = |t: &std::time::Instant| WRITE_SPACING.saturating_sub(now.saturating_duration_since(*t));
+            let wait = m.get(rel).map_or(std::time::Duration::ZERO, since);
+            m.insert(rel.to_owned(), now + wait);
+            wait
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Writes a file. An existing regular file is rewritten in place (one
+    /// `pwrite`, then a truncate only if it shrank): its inode stays, which
+    /// is what file watchers follow — replacing it by rename makes Vite's
+    /// watcher juggle a temporary file and a new inode, and under load it
+    /// then misses changes. New files, and names that are symlinks or
+    /// special files, are written to a temporary file and renamed into
+    /// place, so a symlink is replaced, never followed. Writes of one file
+    /// are spaced by [`WRITE_SPACING`].
     pub fn write(&self, rel: &RelPath, data: &[u8]) -> Result<WriteResult, EnvdError> {
         if data.len() > MAX_FILE_BYTES {
             return Err(EnvdError::TooLarge { got: data.len() as u64, max: MAX_FILE_BYTES as u64 });
         }
+        self.space_writes(rel.as_path());
         let dir = self.parent_dir(rel)?;
         let name = rel.as_path().file_name().ok_or_else(|| EnvdError::BadRequest("path names no file".into()))?;
+        // O_NOFOLLOW: a symlink fails here (ELOOP) and is replaced below;
+        // O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of hanging.
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        if let Ok(fd) = rustix::fs::openat2(&dir, name, flags, Mode::empty(), resolve())
+            && let Ok(st) = rustix::fs::fstat(&fd)
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        {
+            let mut off = 0usize;
+            while off < data.len() {
+                off += rustix::io::pwrite(&fd, &data[off..], off as u64).map_err(|e| map_errno(e, rel))?;
+            }
+            if st.st_size as u64 > data.len() as u64 {
+                rustix::fs::ftruncate(&fd, data.len() as u64).map_err(|e| map_errno(e, rel))?;
+            }
+            return Ok(WriteResult { path: rel.display(), bytes: data.len() as u64, created: false });
+        }
         let created = match rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                 return Err(EnvdError::IsDirectory(rel.display()));

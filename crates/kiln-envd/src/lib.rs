@@ -6,11 +6,14 @@
 //! commands, the dev server, the preview — goes through this API, whose
 //! contract lives in [`kiln_types::envd`].
 
+pub mod agent;
+mod agent_routes;
 pub mod auth;
 pub mod devserver;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod gateway_fwd;
 pub mod proxy;
 mod routes;
 
@@ -28,6 +31,7 @@ pub struct AppState {
     pub token: Arc<str>,
     pub app: Arc<files::AppDir>,
     pub dev: devserver::DevServer,
+    pub agent: agent::AgentHost,
     pub started: Instant,
 }
 
@@ -38,13 +42,28 @@ pub struct Config {
     pub token: String,
     pub dev_server: bool,
     pub dev_port: u16,
+    /// The ACP agent's command line (argv); none: the agent API answers 409.
+    pub agent: Option<Vec<String>>,
+    /// The host's model gateway socket, forwarded to
+    /// `127.0.0.1:GATEWAY_PORT` inside the sandbox when set.
+    pub gateway_socket: Option<PathBuf>,
+    pub gateway_port: u16,
 }
 
 /// Serves the API on `config.socket` until the process is killed.
 pub async fn run(config: Config) -> std::io::Result<()> {
     let app = Arc::new(files::AppDir::open(&config.app_dir)?);
     let dev = devserver::DevServer::new(config.app_dir.clone(), config.dev_port, config.dev_server);
-    let state = AppState { token: config.token.into(), app, dev, started: Instant::now() };
+    let agent = agent::AgentHost::new(config.agent.clone(), app.clone(), agent::PermissionPolicy::AllowOnce);
+    if let Some(sock) = config.gateway_socket.clone() {
+        let port = config.gateway_port;
+        tokio::spawn(async move {
+            if let Err(e) = gateway_fwd::serve(port, sock).await {
+                tracing::error!(error = %e, port, "model gateway forwarder stopped");
+            }
+        });
+    }
+    let state = AppState { token: config.token.into(), app, dev, agent, started: Instant::now() };
     let _ = std::fs::remove_file(&config.socket);
     let listener = tokio::net::UnixListener::bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "kiln-envd listening");

@@ -12,7 +12,9 @@ const USAGE: &str = "usage: kiln-envd [--socket PATH] [--app-dir DIR] [--dev-ser
   --socket PATH   unix socket to serve on (default /run/kiln/envd.sock)
   --app-dir DIR   the app directory the file API is confined to (default /app)
   --dev-server    start and supervise the Vite dev server in the app directory
-  --dev-port N    dev server port (default 5173)";
+  --dev-port N    dev server port (default 5173)
+  --agent JSON    the ACP agent's argv as a JSON array, e.g. '[\"/opt/kiln/kiln-agent\"]'
+  --gateway-socket PATH  the host's model gateway socket, forwarded to 127.0.0.1:4141";
 
 fn parse() -> anyhow::Result<kiln_envd::Config> {
     let mut cfg = kiln_envd::Config {
@@ -21,6 +23,9 @@ fn parse() -> anyhow::Result<kiln_envd::Config> {
         token: String::new(),
         dev_server: false,
         dev_port: kiln_types::envd::DEV_SERVER_PORT,
+        agent: None,
+        gateway_socket: None,
+        gateway_port: kiln_types::agent::GATEWAY_PORT,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -29,6 +34,19 @@ fn parse() -> anyhow::Result<kiln_envd::Config> {
             "--app-dir" => cfg.app_dir = args.next().context("--app-dir needs a path")?.into(),
             "--dev-server" => cfg.dev_server = true,
             "--dev-port" => cfg.dev_port = args.next().context("--dev-port needs a number")?.parse()?,
+            "--agent" => {
+                let json = args.next().context("--agent needs a JSON array")?;
+                let argv: Vec<String> =
+                    serde_json::from_str(&json).context("--agent must be a JSON array of strings")?;
+                if argv.is_empty() {
+                    bail!("--agent must name a command");
+                }
+                cfg.agent = Some(argv);
+            }
+            "--gateway-socket" => {
+                cfg.gateway_socket = Some(args.next().context("--gateway-socket needs a path")?.into())
+            }
+            "--gateway-port" => cfg.gateway_port = args.next().context("--gateway-port needs a number")?.parse()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/exec", post(exec_cmd))
         .route("/v1/dev-server", get(dev_status))
         .route("/v1/dev-server/restart", post(dev_restart))
+        .merge(crate::agent_routes::routes())
         .fallback(proxy_or_404)
         .layer(DefaultBodyLimit::max(MAX_FILE_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token))

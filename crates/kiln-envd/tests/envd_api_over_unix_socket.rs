@@ -3,8 +3,6 @@
 //! Proves the contract both sides share: auth, files, exec streaming and
 //! timeouts, and the port proxy for HTTP and WebSocket.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use axum::extract::ws::{Message as AxMsg, WebSocketUpgrade};
@@ -12,48 +10,13 @@ use axum::extract::{Query, Request};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
 use kiln_sandbox::{Endpoint, EnvdClient};
+use kiln_testkit::{Envd, TOKEN};
 use kiln_types::envd::{DevServerState, ExecRequest};
-use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-struct Envd {
-    _dir: tempfile::TempDir,
-    app: PathBuf,
-    child: tokio::process::Child,
-    client: EnvdClient,
-}
-
-impl Drop for Envd {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
-
 async fn start() -> Envd {
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("app");
-    std::fs::create_dir(&app).unwrap();
-    let socket = dir.path().join("envd.sock");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln-envd"))
-        .args(["--socket", socket.to_str().unwrap(), "--app-dir", app.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{TOKEN}\n").as_bytes()).await.unwrap();
-    drop(stdin);
-    let client = EnvdClient::new(Endpoint { socket, token: TOKEN.into() });
-    for _ in 0..500 {
-        if client.health().await.is_ok() {
-            return Envd { _dir: dir, app, child, client };
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("envd did not come up");
+    Envd::start(std::path::Path::new(env!("CARGO_BIN_EXE_kiln-envd")), None, &[]).await
 }
 
 fn status(e: &kiln_sandbox::envd_client::ClientError) -> u16 {
@@ -69,7 +32,7 @@ async fn every_route_requires_the_token() {
         assert_eq!(status(&c.write_file("x", "y").await.unwrap_err()), 401);
         assert_eq!(status(&c.list_files("", false).await.unwrap_err()), 401);
     }
-    assert!(!e.app.join("x").exists());
+    assert!(!e.app().join("x").exists());
     let h = e.client.health().await.unwrap();
     assert_eq!(h.api_version, kiln_types::envd::ENVD_API_VERSION);
     assert_eq!(h.dev_server.state, DevServerState::Disabled);
@@ -81,7 +44,7 @@ async fn files_round_trip_and_bad_paths_are_4xx() {
     let w = e.client.write_file("src/App.tsx", "export {}").await.unwrap();
     assert!(w.created);
     assert_eq!(&e.client.read_file("src/App.tsx").await.unwrap()[..], b"export {}");
-    assert_eq!(std::fs::read(e.app.join("src/App.tsx")).unwrap(), b"export {}");
+    assert_eq!(std::fs::read(e.app().join("src/App.tsx")).unwrap(), b"export {}");
     let l = e.client.list_files("", true).await.unwrap();
     assert_eq!(l.entries.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(), ["src", "src/App.tsx"]);
     assert_eq!(status(&e.client.read_file("missing.txt").await.unwrap_err()), 404);
@@ -91,7 +54,7 @@ async fn files_round_trip_and_bad_paths_are_4xx() {
     }
     assert_eq!(status(&e.client.delete_file("src", false).await.unwrap_err()), 400);
     e.client.delete_file("src", true).await.unwrap();
-    assert!(!e.app.join("src").exists());
+    assert!(!e.app().join("src").exists());
 }
 
 #[tokio::test]
@@ -106,7 +69,7 @@ async fn exec_streams_output_and_exit_code() {
     };
     let out = e.client.exec_collect(&req).await.unwrap();
     assert_eq!(out.code, 3);
-    let mut expected = format!("{}\n", e.app.display()).into_bytes();
+    let mut expected = format!("{}\n", e.app().display()).into_bytes();
     expected.extend_from_slice(&[1, 255]);
     expected.extend_from_slice(b"hello");
     assert_eq!(out.stdout, expected, "binary output must survive byte for byte");
@@ -116,7 +79,7 @@ async fn exec_streams_output_and_exit_code() {
 #[tokio::test]
 async fn exec_timeout_kills_the_whole_process_group() {
     let e = start().await;
-    let pidfile = e.app.join("bg.pid");
+    let pidfile = e.app().join("bg.pid");
     let req = ExecRequest {
         cmd: "sh".into(),
         args: vec!["-c".into(), format!("sleep 300 & echo $! > {}; wait", pidfile.display())],

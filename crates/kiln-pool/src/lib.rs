@@ -21,7 +21,7 @@ mod warmup;
 
 pub use manager::{Acquired, BootPhase, FirstReady, PoolConfig, PoolManager, PoolStatus, Source, TopupResult};
 pub use metrics_names::describe_metrics;
-pub use warmup::{NoWarmUp, WarmUp};
+pub use warmup::{Claimed, NoWarmUp, WarmCtx, WarmUp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {

@@ -13,7 +13,7 @@ use kiln_types::{SandboxId, SandboxSpec};
 use serde::Serialize;
 
 use crate::metrics_names as m;
-use crate::{PoolError, WarmUp};
+use crate::{PoolError, WarmCtx, WarmUp};
 
 /// How long a health check of a claimed or reused sandbox may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -123,6 +123,9 @@ pub struct Acquired {
     pub ms: u64,
     /// Time the claim hook (agent re-initialization) took, on a warm claim.
     pub reinit_ms: Option<u64>,
+    /// The claim hook had to restart the agent (new credentials) and open
+    /// a new ACP session.
+    pub agent_restarted: bool,
     pub agent_session: Option<String>,
 }
 
@@ -383,7 +386,8 @@ impl PoolManager {
             report(BootPhase::DevServer, t.elapsed().as_millis() as u64);
         }
         let t = Instant::now();
-        let agent = self.inner.warmup.prewarm(&client).await.map_err(|e| fail(BootPhase::Agent, e))?;
+        let ctx = WarmCtx { sandbox_id: id, host_socket: self.inner.provider.host_socket(id), session_key: None };
+        let agent = self.inner.warmup.prewarm(&client, &ctx).await.map_err(|e| fail(BootPhase::Agent, e))?;
         report(BootPhase::Agent, t.elapsed().as_millis() as u64);
         Ok((created.endpoint, agent))
     }
@@ -405,7 +409,16 @@ impl PoolManager {
             && let (Some(sb), Some(ep)) = (&s.sandbox_id, &s.endpoint)
             && let (Ok(id), Ok(endpoint)) = (sb.parse::<SandboxId>(), serde_json::from_str::<Endpoint>(ep))
         {
-            if Self::answers(&EnvdClient::new(endpoint.clone())).await {
+            let client = EnvdClient::new(endpoint.clone());
+            let ctx = WarmCtx {
+                sandbox_id: &id,
+                host_socket: self.inner.provider.host_socket(&id),
+                session_key: Some(session_key),
+            };
+            if Self::answers(&client).await {
+                if let Err(e) = self.inner.warmup.on_reuse(&client, &ctx).await {
+                    tracing::warn!(sandbox = %id, error = %e, "re-attaching a session's sandbox failed");
+                }
                 store.touch_session(session_key, now_ms()).await?;
                 let ms = t0.elapsed().as_millis() as u64;
                 metrics::counter!(m::CLAIMS, "result" => "reuse").increment(1);
@@ -416,6 +429,7 @@ impl PoolManager {
                     source: Source::Reuse,
                     ms,
                     reinit_ms: None,
+                    agent_restarted: false,
                     agent_session: s.agent_session,
                 });
             }
@@ -436,7 +450,12 @@ impl PoolManager {
                 continue;
             }
             let t = Instant::now();
-            let agent = match self.inner.warmup.on_claim(&client, entry.agent_session.as_deref()).await {
+            let ctx = WarmCtx {
+                sandbox_id: &id,
+                host_socket: self.inner.provider.host_socket(&id),
+                session_key: Some(session_key),
+            };
+            let claimed = match self.inner.warmup.on_claim(&client, &ctx, entry.agent_session.as_deref()).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(sandbox = %id, error = %e, "claim hook failed; trying the next sandbox");
@@ -445,6 +464,7 @@ impl PoolManager {
                 }
             };
             let reinit_ms = t.elapsed().as_millis() as u64;
+            let agent = claimed.agent_session;
             if agent != entry.agent_session {
                 let ep = serde_json::to_string(&endpoint)?;
                 store.bind_session(session_key, &entry.sandbox_id, &ep, agent.as_deref(), now_ms()).await?;
@@ -460,6 +480,7 @@ impl PoolManager {
                 source: Source::Warm,
                 ms,
                 reinit_ms: Some(reinit_ms),
+                agent_restarted: claimed.restarted,
                 agent_session: agent,
             });
         }
@@ -472,6 +493,21 @@ impl PoolManager {
             Err(e) => {
                 self.kill_now(&id).await;
                 return Err(e);
+            }
+        };
+        // A cold sandbox was warmed with the pool's credentials; hand it over
+        // exactly like a claimed one.
+        let ctx = WarmCtx {
+            sandbox_id: &id,
+            host_socket: self.inner.provider.host_socket(&id),
+            session_key: Some(session_key),
+        };
+        let client = EnvdClient::new(endpoint.clone());
+        let agent = match self.inner.warmup.on_claim(&client, &ctx, agent.as_deref()).await {
+            Ok(c) => c.agent_session,
+            Err(e) => {
+                self.kill_now(&id).await;
+                return Err(PoolError::Boot { sandbox: id.to_string(), phase: BootPhase::Agent, detail: e });
             }
         };
         let ep = serde_json::to_string(&endpoint)?;
@@ -487,6 +523,7 @@ impl PoolManager {
             source: Source::Cold,
             ms,
             reinit_ms: None,
+            agent_restarted: false,
             agent_session: agent,
         })
     }

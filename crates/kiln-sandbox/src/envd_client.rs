@@ -97,7 +97,7 @@ impl EnvdClient {
         Ok(sender.send_request(req).await?)
     }
 
-    async fn call(&self, method: Method, uri: &str, body: Bytes) -> Result<Bytes, ClientError> {
+    pub(crate) async fn call(&self, method: Method, uri: &str, body: Bytes) -> Result<Bytes, ClientError> {
         let req = Request::builder().method(method).uri(uri).body(Full::new(body))?;
         let resp = self.send(req).await?;
         let status = resp.status();
@@ -113,7 +113,12 @@ impl EnvdClient {
         }
     }
 
-    async fn json<T: DeserializeOwned>(&self, method: Method, uri: &str, body: Bytes) -> Result<T, ClientError> {
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
         Ok(serde_json::from_slice(&self.call(method, uri, body).await?)?)
     }
 
@@ -153,13 +158,11 @@ impl EnvdClient {
         self.json(Method::POST, "/v1/dev-server/restart", Bytes::new()).await
     }
 
-    /// Starts a command; yields its events as they arrive.
-    pub async fn exec(
+    /// Sends a request whose answer is an NDJSON stream of `T`.
+    pub(crate) async fn stream<T: DeserializeOwned>(
         &self,
-        req: &ExecRequest,
-    ) -> Result<impl Stream<Item = Result<ExecEvent, ClientError>> + use<>, ClientError> {
-        let body = Bytes::from(serde_json::to_vec(req)?);
-        let r = Request::post("/v1/exec").header(header::CONTENT_TYPE, "application/json").body(Full::new(body))?;
+        r: Request<Full<Bytes>>,
+    ) -> Result<impl Stream<Item = Result<T, ClientError>> + use<T>, ClientError> {
         let resp = self.send(r).await?;
         let status = resp.status();
         if !status.is_success() {
@@ -169,6 +172,16 @@ impl EnvdClient {
             return Err(ClientError::Status { status, code: e.code, message: e.error });
         }
         Ok(ndjson(resp.into_body()))
+    }
+
+    /// Starts a command; yields its events as they arrive.
+    pub async fn exec(
+        &self,
+        req: &ExecRequest,
+    ) -> Result<impl Stream<Item = Result<ExecEvent, ClientError>> + use<>, ClientError> {
+        let body = Bytes::from(serde_json::to_vec(req)?);
+        let r = Request::post("/v1/exec").header(header::CONTENT_TYPE, "application/json").body(Full::new(body))?;
+        self.stream(r).await
     }
 
     /// Runs a command to completion and gathers its output.
@@ -199,13 +212,13 @@ impl EnvdClient {
 }
 
 /// Splits a streamed body into NDJSON lines and decodes each.
-fn ndjson(body: Incoming) -> impl Stream<Item = Result<ExecEvent, ClientError>> {
+pub(crate) fn ndjson<T: DeserializeOwned>(body: Incoming) -> impl Stream<Item = Result<T, ClientError>> {
     let frames = body.into_data_stream();
     futures::stream::unfold((frames, Vec::<u8>::new(), false), |(mut frames, mut buf, mut done)| async move {
         loop {
             if let Some(i) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=i).collect();
-                let ev = serde_json::from_slice::<ExecEvent>(&line[..line.len() - 1]).map_err(ClientError::from);
+                let ev = serde_json::from_slice::<T>(&line[..line.len() - 1]).map_err(ClientError::from);
                 return Some((ev, (frames, buf, done)));
             }
             if done {
@@ -224,7 +237,7 @@ fn ndjson(body: Incoming) -> impl Stream<Item = Result<ExecEvent, ClientError>> 
 }
 
 /// Percent-encodes a query value.
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {

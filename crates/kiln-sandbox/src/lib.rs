@@ -8,6 +8,7 @@
 //! - [`prereq`]: what the host must offer (`kiln doctor`).
 
 pub mod cgroup;
+pub mod envd_agent;
 pub mod envd_client;
 pub mod graph;
 pub mod local;
@@ -15,6 +16,7 @@ pub mod prereq;
 pub mod provider;
 pub mod sys;
 pub mod template;
+pub mod tools;
 
 pub use envd_client::{Endpoint, EnvdClient};
 pub use local::{LocalConfig, LocalProvider};

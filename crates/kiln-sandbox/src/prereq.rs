@@ -54,6 +54,7 @@ pub fn run_all(inp: &Inputs<'_>) -> Vec<Check> {
     v.push(tool("chromium", &["--version"], "chromium (the agent's browser)", Status::Fail));
     v.push(tool("git", &["--version"], "git (app versions)", Status::Fail));
     v.push(tool("pasta", &["--version"], "pasta (optional sandbox egress)", Status::Warn));
+    v.push(tun());
     v.push(envd(inp.envd_bin.as_deref()));
     v.push(data_dir(inp.data_dir));
     v.push(template(inp.data_dir));
@@ -149,6 +150,28 @@ fn cgroups() -> Vec<Check> {
         one("cpu limit", e.cpu, Status::Warn),
         Check::ok("kill", format!("sandbox kill uses {}", e.kill)),
     ]
+}
+
+/// pasta runs as the sandbox uid and must open `/dev/net/tun` itself.
+fn tun() -> Check {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata("/dev/net/tun") {
+        Ok(m) if m.permissions().mode() & 0o006 == 0o006 => {
+            Check::ok("tun", "/dev/net/tun is usable by the sandbox uid")
+        }
+        Ok(m) => Check::bad(
+            "tun",
+            Status::Warn,
+            format!("/dev/net/tun is mode {:o}: sandboxes with egress cannot start", m.permissions().mode() & 0o777),
+            "chmod 0666 /dev/net/tun (what udev does on Debian); scripts/setup.sh does it",
+        ),
+        Err(_) => Check::bad(
+            "tun",
+            Status::Warn,
+            "/dev/net/tun is missing: sandboxes with egress cannot start",
+            "load the tun module (modprobe tun)",
+        ),
+    }
 }
 
 fn node() -> Check {

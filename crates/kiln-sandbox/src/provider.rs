@@ -58,5 +58,17 @@ pub trait SandboxProvider: Send + Sync {
     async fn kill(&self, id: &SandboxId) -> Result<(), ProviderError>;
     async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError>;
     /// A client for the sandbox's envd.
+    /// Where the host's model gateway should listen for this sandbox, if
+    /// the backend has such a socket.
+    fn host_socket(&self, _id: &SandboxId) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// The host's view of the sandbox's `/app` (what versions are taken
+    /// from), if the backend exposes one.
+    fn app_dir(&self, _id: &SandboxId) -> Option<std::path::PathBuf> {
+        None
+    }
+
     async fn connect(&self, id: &SandboxId) -> Result<EnvdClient, ProviderError>;
 }

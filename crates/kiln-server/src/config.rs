@@ -21,6 +21,8 @@
 //! | admin token | `KILN_POOL_ADMIN_TOKEN` | `pool.admin_token` | unset: pool endpoints open |
 //! | instance name | `KILN_INSTANCE` | `instance` | derived from host name and data dir |
 //!
+//! Agent and model-gateway settings: see [`crate::agent_config`].
+//!
 //! Durations are an integer with a unit: `500ms`, `30s`, `45m`, `2h`.
 //!
 //! The file is `KILN_CONFIG` if set, else `<data dir>/kiln.toml` if present.
@@ -52,6 +54,8 @@ pub struct Config {
     pub instance: String,
     pub sandbox: SandboxConfig,
     pub pool: PoolSettings,
+    /// The agent and the model gateway (see [`crate::agent_config`]).
+    pub agent: crate::agent_config::AgentConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,12 +274,45 @@ impl Config {
             instance,
             sandbox: SandboxConfig { limits, uid, envd_bin, idle_timeout },
             pool,
+            agent: crate::agent_config::AgentConfig::load(env)?,
         })
     }
 
     /// The spec app sandboxes are created with.
     pub fn app_spec(&self) -> SandboxSpec {
-        SandboxSpec { limits: self.sandbox.limits.clone(), ..SandboxSpec::app() }
+        SandboxSpec { limits: self.sandbox.limits.clone(), agent: self.agent_command(), ..SandboxSpec::app() }
+    }
+
+    /// Kiln's own agent next to the running executable (or one level up,
+    /// for test binaries in target/*/deps).
+    pub fn bundled_agent(&self) -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let dir = exe.parent()?;
+        [dir.join("kiln-agent"), dir.parent()?.join("kiln-agent")].into_iter().find(|p| p.is_file())
+    }
+
+    /// The agent sandboxes host: `KILN_AGENT`, else the bundled kiln-agent,
+    /// else none (`KILN_AGENT=none`, or kiln-agent not built).
+    pub fn agent_command(&self) -> Option<Vec<String>> {
+        if self.agent.explicit_none {
+            return None;
+        }
+        if let Some(c) = &self.agent.command {
+            return Some(c.clone());
+        }
+        self.bundled_agent().map(|_| vec!["/opt/kiln/kiln-agent".to_owned()])
+    }
+
+    /// Programs copied into every sandbox's `/opt/kiln`.
+    pub fn agent_install(&self) -> Vec<PathBuf> {
+        let mut v = self.agent.install.clone();
+        if self.agent.command.is_none()
+            && !self.agent.explicit_none
+            && let Some(a) = self.bundled_agent()
+        {
+            v.push(a);
+        }
+        v
     }
 
     /// The `kiln-envd` binary: configured, or next to the running executable.
@@ -295,6 +332,7 @@ impl Config {
             envd_bin: self.envd_bin()?,
             uid: self.sandbox.uid,
             extra_ro: node_outside_usr(),
+            extra_bins: self.agent_install(),
         })
     }
 }

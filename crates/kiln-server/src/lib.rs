@@ -1,5 +1,6 @@
 //! Kiln's server: configuration and the HTTP edge.
 
+pub mod agent_config;
 pub mod api;
 pub mod config;
 pub mod metrics;

@@ -81,8 +81,38 @@ pub async fn serve(cfg: Config) -> Result<(), ServeError> {
     if let Some(wanted) = cfg.pool.clamped_from {
         tracing::warn!(wanted, max = cfg.pool.max_target, "KILN_POOL_TARGET_SIZE is above KILN_POOL_MAX_SIZE; clamped");
     }
-    let pool =
-        PoolManager::new(store, provider.clone() as Arc<dyn SandboxProvider>, Arc::new(NoWarmUp), pool_config(&cfg));
+    let gateway = kiln_gateway::Gateway::new(cfg.agent.gateway(cfg.sandbox.uid));
+    let warmup: Arc<dyn kiln_pool::WarmUp> = match &cfg.agent_command() {
+        Some(cmd) => {
+            tracing::info!(agent = ?cmd, "sandboxes host an ACP agent");
+            // The agent's eyes: Playwright MCP driving Debian's Chromium.
+            let mcp_servers = match kiln_sandbox::tools::install(&cfg.data_dir).await {
+                Ok(_) => vec![kiln_types::agent::McpServer {
+                    name: "playwright".into(),
+                    command: "node".into(),
+                    args: kiln_sandbox::tools::playwright_mcp_args(),
+                    env: Default::default(),
+                }],
+                Err(e) => {
+                    tracing::warn!(error = %e, "Playwright MCP is not installed; agents work without a browser");
+                    vec![]
+                }
+            };
+            let setup = kiln_bridge::AgentSetup {
+                pool_credentials: cfg.agent.pool_credentials(),
+                system_prompt: Some(APP_BUILDER_PROMPT.to_owned()),
+                mcp_servers,
+                model: cfg.agent.model.clone(),
+            };
+            Arc::new(kiln_bridge::AcpWarmUp::new(setup, Some(gateway.clone())))
+        }
+        None => {
+            tracing::warn!("no agent configured (KILN_AGENT): sandboxes are warm without one");
+            Arc::new(NoWarmUp)
+        }
+    };
+    let pool = PoolManager::new(store, provider.clone() as Arc<dyn SandboxProvider>, warmup, pool_config(&cfg));
+    spawn_gateway_pruning(gateway.clone(), provider.clone());
     let recovered = pool.recover_own_warming().await?;
     let reclaimed = pool.reclaim_unknown(OWNER).await?;
     if recovered + reclaimed.len() > 0 {
@@ -97,6 +127,23 @@ pub async fn serve(cfg: Config) -> Result<(), ServeError> {
     println!("Kiln is running at http://{}/", cfg.listen);
     axum::serve(listener, router(state)).await?;
     Ok(())
+}
+
+/// The app-builder system prompt, reviewed like code (`prompts/`).
+pub const APP_BUILDER_PROMPT: &str = include_str!("../../../prompts/app-builder.md");
+
+/// Stops the gateway sockets of sandboxes that no longer exist.
+fn spawn_gateway_pruning(gateway: Arc<kiln_gateway::Gateway>, provider: Arc<LocalProvider>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            if let Ok(list) = provider.list().await {
+                let live: std::collections::HashSet<String> = list.into_iter().map(|i| i.id.to_string()).collect();
+                gateway.retain(|id| live.contains(id));
+            }
+        }
+    });
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -5,6 +5,8 @@
 //! (which envd serves and the runtime's client speaks). Keeping them in one
 //! crate is what lets a test on one side prove the other side's assumptions.
 
+pub mod agent;
+pub mod chat;
 pub mod envd;
 pub mod sandbox;
 

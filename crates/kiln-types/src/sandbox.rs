@@ -126,6 +126,10 @@ pub struct SandboxSpec {
     pub egress: bool,
     /// Start the Vite dev server as soon as envd is up.
     pub dev_server: bool,
+    /// The ACP agent envd hosts (argv, run inside the sandbox); none: the
+    /// sandbox has no agent and envd's agent API answers 409.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Vec<String>>,
 }
 
 impl SandboxSpec {

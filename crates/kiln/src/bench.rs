@@ -27,6 +27,18 @@ pub enum BenchCmd {
         #[arg(long, env = "KILN_BENCH_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
         postgres: String,
     },
+    /// The agent bridge: ACP initialize (cold, unchanged credentials,
+    /// changed credentials), session set-up, a prompt turn to its version
+    /// and to the preview, and a restore.
+    Bridge {
+        /// Sandboxes to measure, one after another.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// The ACP agent program (copied into the sandbox); default: the
+        /// deterministic `kiln-testy` next to `kiln`.
+        #[arg(long)]
+        agent: Option<std::path::PathBuf>,
+    },
 }
 
 /// Median and 95th percentile (nearest rank) of `xs`.
@@ -46,6 +58,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<u8> {
         BenchCmd::Pool { claims, refill, postgres } => {
             crate::bench_pool::run(claims.max(50), refill.max(1), &postgres).await
         }
+        BenchCmd::Bridge { runs, agent } => crate::bench_bridge::run(runs.max(1), agent).await,
     }
 }
 
@@ -97,6 +110,12 @@ async fn sandbox(runs: usize) -> anyhow::Result<u8> {
         println!("  {name:<30} median {p50:>7.1} {unit}   p95 {p95:>7.1} {unit}");
     }
     Ok(0)
+}
+
+/// Prints one `name median p95` line.
+pub fn report(name: &str, xs: &mut [f64], unit: &str) {
+    let (p50, p95) = percentiles(xs);
+    println!("  {name:<46} median {p50:>7.1} {unit}   p95 {p95:>7.1} {unit}");
 }
 
 #[cfg(test)]

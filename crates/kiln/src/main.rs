@@ -2,6 +2,7 @@
 //! A thin shell: argument parsing here, the work in the library crates.
 
 mod bench;
+mod bench_bridge;
 mod bench_pool;
 mod cli;
 mod doctor;

@@ -55,14 +55,22 @@ pub const FD_APP: i32 = 100;
 pub const FD_RUN: i32 = 101;
 pub const FD_ENVD: i32 = 102;
 pub const FD_INFO: i32 = 103;
+pub const FD_HOST: i32 = 104;
 /// First of the `--ro-bind-data` files (see [`etc_files`]).
 pub const FD_ETC_BASE: i32 = 110;
 
 /// Debian's system CA bundle (includes locally added CAs).
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// Where Kiln's binaries directory (`<data>/bin`: envd, agents) appears
+/// inside the sandbox, read-only.
+pub const BIN_DIR: &str = "/opt/kiln";
 /// Where envd's binary appears inside the sandbox.
 pub const ENVD_PATH: &str = "/opt/kiln/kiln-envd";
+/// The host directory holding the model gateway's socket, read-only.
+pub const HOST_DIR: &str = "/run/kiln-host";
+/// The gateway socket inside the sandbox.
+pub const HOST_SOCKET: &str = "/run/kiln-host/host.sock";
 
 /// Host `/etc` entries that programs in the sandbox need (TLS roots, fonts
 /// for Chromium, the loader cache). Nothing else of `/etc` is visible.
@@ -116,6 +124,8 @@ pub struct BwrapPlan {
     pub egress: bool,
     /// The host's resolver configuration, for egress sandboxes.
     pub resolv_conf: String,
+    /// The ACP agent envd should host.
+    pub agent: Option<Vec<String>>,
 }
 
 impl BwrapPlan {
@@ -145,6 +155,7 @@ impl BwrapPlan {
             dev_server,
             egress,
             resolv_conf,
+            agent: None,
         }
     }
 
@@ -226,7 +237,10 @@ impl BwrapPlan {
                 kiln_types::envd::RUN_DIR,
                 "--ro-bind-fd",
                 &FD_ENVD.to_string(),
-                ENVD_PATH,
+                BIN_DIR,
+                "--ro-bind-fd",
+                &FD_HOST.to_string(),
+                HOST_DIR,
                 "--info-fd",
                 &FD_INFO.to_string(),
                 "--remount-ro",
@@ -235,9 +249,15 @@ impl BwrapPlan {
                 kiln_types::envd::APP_DIR,
                 "--",
                 ENVD_PATH,
+                "--gateway-socket",
+                HOST_SOCKET,
             ]
             .map(String::from),
         );
+        if let Some(agent) = &self.agent {
+            a.push("--agent".into());
+            a.push(serde_json::to_string(agent).expect("argv serializes"));
+        }
         if self.dev_server {
             a.push("--dev-server".into());
         }
@@ -260,6 +280,7 @@ mod tests {
             dev_server: true,
             egress: false,
             resolv_conf: String::new(),
+            agent: None,
         }
     }
 
@@ -313,7 +334,8 @@ mod tests {
         let s = a.join(" ");
         assert!(s.contains(&format!("--bind-fd {FD_APP} /app")));
         assert!(s.contains(&format!("--bind-fd {FD_RUN} /run/kiln")));
-        assert!(s.contains(&format!("--ro-bind-fd {FD_ENVD} {ENVD_PATH}")));
+        assert!(s.contains(&format!("--ro-bind-fd {FD_ENVD} {BIN_DIR}")));
+        assert!(s.contains(&format!("--ro-bind-fd {FD_HOST} {HOST_DIR}")));
         let remount = a.iter().position(|x| x == "--remount-ro").unwrap();
         let last_mount = a.iter().rposition(|x| x.starts_with("--bind") || x.starts_with("--ro-bind")).unwrap();
         assert!(remount > last_mount, "root must be made read-only after the last mount");

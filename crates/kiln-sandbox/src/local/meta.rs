@@ -56,6 +56,11 @@ impl Dirs {
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
     }
+    /// Root-owned, group-readable by the sandbox uid: the model gateway's
+    /// socket lives here, bound read-only into the sandbox.
+    pub fn host(&self) -> PathBuf {
+        self.root.join("host")
+    }
     pub fn socket(&self) -> PathBuf {
         self.run().join(kiln_types::envd::SOCKET_NAME)
     }

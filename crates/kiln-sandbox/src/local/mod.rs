@@ -11,6 +11,7 @@ pub mod bwrap;
 mod meta;
 mod spawn;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ pub struct LocalConfig {
     pub uid: u32,
     /// Extra host paths to bind read-only (e.g. Node outside /usr).
     pub extra_ro: Vec<PathBuf>,
+    /// Programs (agents) copied into `<data>/bin`, which sandboxes see
+    /// read-only at `/opt/kiln/<file name>`.
+    pub extra_bins: Vec<PathBuf>,
 }
 
 /// The default unprivileged uid for sandbox processes: high enough not to
@@ -69,8 +73,12 @@ impl LocalProvider {
         let dir = p.sandboxes_dir();
         std::fs::create_dir_all(&dir).map_err(ProviderError::io("creating the sandboxes directory"))?;
         restrict(&dir, p.cfg.uid).map_err(ProviderError::io("restricting the sandboxes directory"))?;
-        p.cfg.envd_bin =
-            install_envd(&p.cfg).map_err(ProviderError::io("installing kiln-envd into the data directory"))?;
+        p.cfg.envd_bin = install_bin(&p.cfg.data_dir, &p.cfg.envd_bin)
+            .map_err(ProviderError::io("installing kiln-envd into the data directory"))?;
+        for b in &p.cfg.extra_bins {
+            install_bin(&p.cfg.data_dir, b)
+                .map_err(ProviderError::io(format!("installing {} into the data directory", b.display())))?;
+        }
         Ok(p)
     }
 
@@ -147,6 +155,10 @@ impl LocalProvider {
             std::fs::create_dir(&d).map_err(ProviderError::io("creating sandbox directories"))?;
         }
         chown(&dirs.run(), uid).map_err(ProviderError::io("handing the run directory to the sandbox uid"))?;
+        std::fs::create_dir(dirs.host()).map_err(ProviderError::io("creating the gateway directory"))?;
+        std::os::unix::fs::chown(dirs.host(), Some(0), Some(uid))
+            .and_then(|()| set_mode(&dirs.host(), 0o750))
+            .map_err(ProviderError::io("restricting the gateway directory"))?;
         set_mode(&dirs.run(), 0o700).map_err(ProviderError::io("restricting the run directory"))?;
         meta.save(&dirs.meta()).map_err(ProviderError::io("writing sandbox metadata"))?;
 
@@ -177,11 +189,13 @@ impl LocalProvider {
             meta.spec.dev_server,
             meta.spec.egress,
         );
+        let plan = bwrap::BwrapPlan { agent: meta.spec.agent.clone(), ..plan };
         let init = spawn::spawn(spawn::SpawnInput {
             plan: &plan,
             app_dir: &app_dir,
             run_dir: &dirs.run(),
-            envd_bin: &self.cfg.envd_bin,
+            bin_dir: self.cfg.envd_bin.parent().expect("envd is installed in <data>/bin"),
+            host_dir: &dirs.host(),
             log: &dirs.log(),
             procs_files: meta.cgroup.procs_files(),
             token: &meta.token,
@@ -381,6 +395,17 @@ impl SandboxProvider for LocalProvider {
         self.list_blocking()
     }
 
+    fn app_dir(&self, id: &SandboxId) -> Option<PathBuf> {
+        Some(self.dirs(id).app())
+    }
+
+    fn host_socket(&self, id: &SandboxId) -> Option<PathBuf> {
+        // A sandbox of another data directory (another server on this
+        // machine prewarmed it) is served by that server's gateway.
+        let host = self.dirs(id).host();
+        host.is_dir().then(|| host.join("host.sock"))
+    }
+
     async fn connect(&self, id: &SandboxId) -> Result<EnvdClient, ProviderError> {
         let dirs = self.dirs(id);
         let meta = Meta::load(&dirs.meta()).map_err(|_| ProviderError::NotFound(id.clone()))?;
@@ -459,22 +484,32 @@ fn restrict(p: &Path, uid: u32) -> std::io::Result<()> {
     set_mode(p, 0o710)
 }
 
-/// Copies kiln-envd to `<data>/bin/`, where the sandbox uid can reach it
-/// whatever the permissions of the build directory, and where a rebuild of
-/// the source binary cannot change what running sandboxes execute (the copy
-/// is replaced by rename; mounted sandboxes keep the old inode).
-fn install_envd(cfg: &LocalConfig) -> std::io::Result<PathBuf> {
-    let bin = cfg.data_dir.join("bin");
+/// Copies a program (kiln-envd, an agent) to `<data>/bin/`, where the
+/// sandbox uid can reach it whatever the permissions of the build directory,
+/// and where a rebuild of the source binary cannot change what running
+/// sandboxes execute (the copy is replaced by rename; running sandboxes keep
+/// the old inode).
+fn install_bin(data_dir: &Path, src_path: &Path) -> std::io::Result<PathBuf> {
+    let bin = data_dir.join("bin");
     std::fs::create_dir_all(&bin)?;
     set_mode(&bin, 0o755)?;
-    let dest = bin.join("kiln-envd");
-    let (src, cur) = (std::fs::metadata(&cfg.envd_bin)?, std::fs::metadata(&dest).ok());
+    let name = src_path.file_name().ok_or_else(|| std::io::Error::other("a program path names a file"))?;
+    let dest = bin.join(name);
+    let (src, cur) = (std::fs::metadata(src_path)?, std::fs::metadata(&dest).ok());
     let fresh = cur.is_some_and(|c| c.len() == src.len() && c.modified().ok() >= src.modified().ok());
     if !fresh {
-        let tmp = bin.join(format!(".kiln-envd.{}", std::process::id()));
-        std::fs::copy(&cfg.envd_bin, &tmp)?;
-        set_mode(&tmp, 0o755)?;
+        let tmp = bin.join(format!(".{}.{}", name.to_string_lossy(), hex::encode(rand_bytes::<8>())));
+        // A hard link costs no disk (test runs install the same multi-MB
+        // binaries into many data dirs); a copy when it can't be linked or
+        // the source isn't world-executable (its mode is shared by the link).
+        let linked = src.permissions().mode() & 0o555 == 0o555 && std::fs::hard_link(src_path, &tmp).is_ok();
+        if !linked {
+            std::fs::copy(src_path, &tmp)?;
+            set_mode(&tmp, 0o755)?;
+        }
         std::fs::rename(&tmp, &dest)?;
+        // rename() between two links of one file does nothing.
+        let _ = std::fs::remove_file(&tmp);
     }
     Ok(dest)
 }

@@ -15,13 +15,16 @@ use std::process::Stdio;
 use rustix::fs::{Mode, OFlags};
 use tokio::io::AsyncWriteExt;
 
-use super::bwrap::{BwrapPlan, FD_APP, FD_ENVD, FD_ETC_BASE, FD_INFO, FD_RUN, etc_files};
+use super::bwrap::{BwrapPlan, FD_APP, FD_ENVD, FD_ETC_BASE, FD_HOST, FD_INFO, FD_RUN, etc_files};
 
 pub struct SpawnInput<'a> {
     pub plan: &'a BwrapPlan,
     pub app_dir: &'a Path,
     pub run_dir: &'a Path,
-    pub envd_bin: &'a Path,
+    /// `<data>/bin`: kiln-envd and the agents, bound at `/opt/kiln`.
+    pub bin_dir: &'a Path,
+    /// The directory the model gateway's socket is created in.
+    pub host_dir: &'a Path,
     pub log: &'a Path,
     pub procs_files: Vec<PathBuf>,
     pub token: &'a str,
@@ -32,9 +35,11 @@ pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     let path_flags = OFlags::PATH | OFlags::CLOEXEC;
     let app = rustix::fs::open(input.app_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
     let run = rustix::fs::open(input.run_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
-    let envd = rustix::fs::open(input.envd_bin, path_flags, Mode::empty())?;
+    let bin = rustix::fs::open(input.bin_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
+    let host = rustix::fs::open(input.host_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
     let (info_r, info_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let mut handoff: Vec<(OwnedFd, i32)> = vec![(app, FD_APP), (run, FD_RUN), (envd, FD_ENVD), (info_w, FD_INFO)];
+    let mut handoff: Vec<(OwnedFd, i32)> =
+        vec![(app, FD_APP), (run, FD_RUN), (bin, FD_ENVD), (info_w, FD_INFO), (host, FD_HOST)];
     for (i, (name, content)) in etc_files(input.plan.uid, &input.plan.resolv_conf).into_iter().enumerate() {
         let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::io::pwrite(&fd, content.as_bytes(), 0)?;

@@ -75,7 +75,7 @@ fn build_env() -> Env {
     assert!(envd_bin.exists(), "{} missing after build", envd_bin.display());
     let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-data");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let config = LocalConfig { data_dir: data_dir.clone(), envd_bin, uid: 61000, extra_ro: vec![] };
+    let config = LocalConfig { data_dir: data_dir.clone(), envd_bin, uid: 61000, extra_ro: vec![], extra_bins: vec![] };
     // Called from inside a test's runtime: build on a thread of our own.
     let cfg = config.clone();
     std::thread::spawn(move || {
@@ -148,7 +148,7 @@ pub fn cgroup_dir(env: &Env, hierarchy: &str, id: &SandboxId) -> PathBuf {
 }
 
 pub fn spec(limits: Limits, dev_server: bool) -> SandboxSpec {
-    SandboxSpec { limits, dev_server, egress: false }
+    SandboxSpec { limits, dev_server, egress: false, agent: None }
 }
 
 /// Leftovers of a sandbox on the host: mounts, cgroup dirs, its directory

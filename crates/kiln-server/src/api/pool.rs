@@ -98,6 +98,14 @@ pub struct Claimed {
     app_id: String,
     source: kiln_pool::Source,
     ms: u64,
+    /// Time the agent's re-initialization took, on a warm claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reinit_ms: Option<u64>,
+    /// The agent had to restart for the claimant's credentials.
+    agent_restarted: bool,
+    /// The ACP session the claimant's turns run in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_session_id: Option<String>,
 }
 
 /// Gives a session a sandbox (reuse, warm claim or cold boot): the same path
@@ -113,7 +121,16 @@ pub async fn claim(
     let key: SessionKey =
         b.session_key.parse().map_err(|e: kiln_types::SessionKeyError| ApiError::BadRequest(e.to_string()))?;
     let a = st.pool.acquire(key.as_str(), &|_, _| {}).await?;
-    Ok(Json(Claimed { sandbox_id: a.sandbox_id.to_string(), app_id: a.app_id, source: a.source, ms: a.ms }))
+    let agent_session_id = kiln_bridge::AgentSession::parse(a.agent_session.as_deref()).map(|s| s.session_id);
+    Ok(Json(Claimed {
+        sandbox_id: a.sandbox_id.to_string(),
+        app_id: a.app_id,
+        source: a.source,
+        ms: a.ms,
+        reinit_ms: a.reinit_ms,
+        agent_restarted: a.agent_restarted,
+        agent_session_id,
+    }))
 }
 
 #[cfg(test)]

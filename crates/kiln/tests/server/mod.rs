@@ -110,7 +110,13 @@ impl Drop for Server {
 
 /// Kills and removes every sandbox in `data_dir`.
 pub fn reclaim_all(data_dir: &Path) {
-    let cfg = LocalConfig { data_dir: data_dir.to_owned(), envd_bin: envd_bin(), uid: 61000, extra_ro: vec![] };
+    let cfg = LocalConfig {
+        data_dir: data_dir.to_owned(),
+        envd_bin: envd_bin(),
+        uid: 61000,
+        extra_ro: vec![],
+        extra_bins: vec![],
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let p = LocalProvider::new(cfg).unwrap();

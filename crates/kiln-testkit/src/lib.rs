@@ -1,0 +1,117 @@
+//! Helpers shared by tests of several crates (a dev-dependency only).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kiln_sandbox::{Endpoint, EnvdClient};
+use tokio::io::AsyncWriteExt;
+
+/// The envd token tests use.
+pub const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Builds `bin` of another workspace package (cargo gives a test only its
+/// own package's binaries) and returns its path next to the test's target
+/// directory.
+pub fn built(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // <target>/<profile>/deps/<test binary>
+    let path = exe.parent().and_then(Path::parent).expect("target/<profile>").join(bin);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .status()
+        .expect("running cargo");
+    assert!(ok.success() && path.exists(), "building {bin} failed");
+    path
+}
+
+/// kiln-envd on the host, serving a temporary app directory (no sandbox).
+pub struct Envd {
+    /// Holds `app/` (the app directory) and `envd.sock`.
+    pub dir: tempfile::TempDir,
+    pub child: tokio::process::Child,
+    pub client: EnvdClient,
+}
+
+impl Envd {
+    /// Starts `envd_bin`, optionally hosting `agent`, with `env` added to
+    /// its environment; returns once it answers.
+    pub async fn start(envd_bin: &Path, agent: Option<&Path>, env: &[(&str, &str)]) -> Envd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).expect("app dir");
+        let socket = dir.path().join("envd.sock");
+        let mut cmd = tokio::process::Command::new(envd_bin);
+        cmd.arg("--socket").arg(&socket).arg("--app-dir").arg(&app);
+        if let Some(a) = agent {
+            cmd.arg("--agent").arg(serde_json::to_string(&[a]).expect("argv"));
+        }
+        let mut child = cmd.envs(env.iter().copied()).stdin(Stdio::piped()).kill_on_drop(true).spawn().expect("envd");
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(format!("{TOKEN}\n").as_bytes()).await.expect("token");
+        drop(stdin);
+        let client = EnvdClient::new(Endpoint { socket, token: TOKEN.into() });
+        for _ in 0..500 {
+            if client.health().await.is_ok() {
+                return Envd { dir, child, client };
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("envd did not come up");
+    }
+
+    pub fn app(&self) -> PathBuf {
+        self.dir.path().join("app")
+    }
+}
+
+impl Drop for Envd {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// What a stand-in provider received: (path and query, headers).
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>;
+
+/// A local stand-in for a model provider: records every request, answers
+/// `/v1/models` with one model (`claude-stand-in`), and anything else with
+/// three Anthropic SSE events `delay` apart that report 40 tokens (30 in, 10
+/// out). Returns its base URL.
+pub async fn stand_in_provider(delay: Duration) -> (String, Seen) {
+    use axum::body::Body;
+    let seen: Seen = Seen::default();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push((req.uri().to_string(), req.headers().clone()));
+            if req.uri().path() == "/v1/models" {
+                return http::Response::new(Body::from(r#"{"data":[{"id":"claude-stand-in"}]}"#));
+            }
+            let events = [
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":10}}\n\n",
+            ];
+            let stream = futures::stream::unfold(0usize, move |i| async move {
+                if i >= events.len() {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(delay).await;
+                }
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(events[i].as_bytes())), i + 1))
+            });
+            http::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .expect("a response")
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = l.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(l, app).await.expect("the stand-in serves") });
+    (format!("http://{addr}"), seen)
+}

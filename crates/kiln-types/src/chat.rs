@@ -1,0 +1,168 @@
+//! Kiln's chat events: the one definition of the NDJSON stream that envd
+//! produces from ACP `session/update`s, the server extends with `session`,
+//! `boot` and `version`, and the browser and `kiln chat` read.
+//!
+//! One JSON object per line, each carrying `seq` (strictly increasing within a
+//! log) and `type`. A client that loses its connection asks for the events
+//! after the last `seq` it saw; `docs/chat-events.md` is the prose version.
+
+use serde::{Deserialize, Serialize};
+
+/// One line of the chat stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatEvent {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What happened. Tagged by `type` on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// First event of a chat turn on the server: which sandbox serves it.
+    Session {
+        #[serde(rename = "sandboxId")]
+        sandbox_id: String,
+        #[serde(rename = "previewUrl")]
+        preview_url: String,
+        warm: bool,
+        #[serde(rename = "claimMs", skip_serializing_if = "Option::is_none")]
+        claim_ms: Option<u64>,
+        #[serde(rename = "bootMs", skip_serializing_if = "Option::is_none")]
+        boot_ms: Option<u64>,
+    },
+    /// Progress of a cold boot (`create`, `dev_server`, `agent`, `restore`).
+    Boot { phase: String, ms: u64 },
+    /// Streamed assistant text.
+    Text { delta: String },
+    /// Streamed reasoning.
+    Thought { delta: String },
+    /// A tool call, first announced and then updated in place by `id`.
+    ToolCall(ToolCallEvent),
+    /// The agent's plan (the whole plan each time; entries replace the last).
+    Plan { entries: Vec<PlanEntry> },
+    /// A file envd wrote (or deleted) on the agent's behalf.
+    File { path: String, op: FileOp },
+    /// A commit made at the end of a turn that changed files.
+    Version(VersionEvent),
+    /// Token usage so far in this session (cumulative where the agent says so).
+    Usage(Usage),
+    /// Something went wrong; `retryable` says whether trying again may help.
+    Error { code: String, message: String, retryable: bool },
+    /// The turn ended.
+    Done {
+        #[serde(rename = "stopReason")]
+        stop_reason: StopReason,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct ToolCallEvent {
+    pub id: String,
+    /// Absent on an update that does not change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// ACP tool kind: read, edit, delete, move, search, execute, think, fetch, other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ToolStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Text of the tool's result content, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Files the call touches, when the agent says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub content: String,
+    pub status: String,
+    pub priority: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOp {
+    Write,
+    Delete,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionEvent {
+    pub sha: String,
+    pub parent: Option<String>,
+    pub message: String,
+    pub files: Vec<String>,
+}
+
+/// Token counts (a turn's, from the agent's prompt answer) and context
+/// window use (from ACP `usage_update`); each field only when known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default, rename = "inputTokens", skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(default, rename = "outputTokens", skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// Context window tokens in use and the window's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// Why a turn ended (ACP's stop reasons, plus `error` when it failed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndTurn,
+    MaxTokens,
+    MaxTurnRequests,
+    Refusal,
+    Cancelled,
+    Error,
+}
+
+impl EventBody {
+    /// The last event of a turn.
+    pub fn is_done(&self) -> bool {
+        matches!(self, EventBody::Done { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_flat_objects_tagged_by_type() {
+        let e = ChatEvent { seq: 7, body: EventBody::Text { delta: "hi".into() } };
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"seq":7,"type":"text","delta":"hi"}"#);
+        let d: ChatEvent = serde_json::from_str(r#"{"seq":9,"type":"done","stopReason":"end_turn"}"#).unwrap();
+        assert_eq!(d.body, EventBody::Done { stop_reason: StopReason::EndTurn });
+        let t = ChatEvent {
+            seq: 1,
+            body: EventBody::ToolCall(ToolCallEvent {
+                id: "t1".into(),
+                status: Some(ToolStatus::InProgress),
+                ..Default::default()
+            }),
+        };
+        let s = serde_json::to_string(&t).unwrap();
+        assert_eq!(s, r#"{"seq":1,"type":"tool_call","id":"t1","status":"in_progress"}"#);
+        assert_eq!(serde_json::from_str::<ChatEvent>(&s).unwrap(), t);
+    }
+}
