@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Kiln needs on a Debian (12+) machine, only what is missing:
-# bubblewrap (sandboxes), chromium (the agent's browser), git (versions),
+# bubblewrap (sandboxes), chromium (the agent's browser) and chromium-driver
+# (the UI's end-to-end tests), git (versions),
 # passt (optional sandbox egress), Node.js >= 20.19 with npm (the app template).
 # The Rust toolchain must already be installed (rustup); the template's npm
 # packages are installed by `kiln template build`, which `kiln serve` runs.
@@ -13,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for pkg in bubblewrap chromium git passt ca-certificates; do
+for pkg in bubblewrap chromium chromium-driver git passt ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
 done
 

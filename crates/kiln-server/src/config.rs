@@ -21,6 +21,10 @@
 //! | admin token | `KILN_POOL_ADMIN_TOKEN` | `pool.admin_token` | unset: pool endpoints open |
 //! | instance name | `KILN_INSTANCE` | `instance` | derived from host name and data dir |
 //!
+//! | preview base domain | `KILN_PREVIEW_DOMAIN` | — | `localhost` (previews at `<id>.localhost:<port>`) |
+//! | public URL of the UI | `KILN_PUBLIC_URL` | — | `http://localhost:<listen port>` |
+//! | Quick mode's model | `KILN_QUICK_MODEL` | — | see [`crate::models`] |
+//!
 //! Agent and model-gateway settings: see [`crate::agent_config`].
 //!
 //! Durations are an integer with a unit: `500ms`, `30s`, `45m`, `2h`.
@@ -56,6 +60,62 @@ pub struct Config {
     pub pool: PoolSettings,
     /// The agent and the model gateway (see [`crate::agent_config`]).
     pub agent: crate::agent_config::AgentConfig,
+    pub edge: EdgeConfig,
+}
+
+/// How the outside world reaches this server: the UI's URL, and the base
+/// domain previews live under (`<sandbox id>.<domain>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeConfig {
+    pub preview_domain: String,
+    /// Scheme, host and port the browser uses, without a trailing slash.
+    pub public_url: String,
+    pub quick_model: Option<String>,
+}
+
+impl EdgeConfig {
+    fn load(env: &dyn Env, listen: SocketAddr) -> Result<EdgeConfig, ConfigError> {
+        let preview_domain = env.get("KILN_PREVIEW_DOMAIN").unwrap_or_else(|| "localhost".into()).to_ascii_lowercase();
+        let ok = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if preview_domain.len() > 200 || !preview_domain.split('.').all(ok) {
+            return Err(ConfigError::Invalid {
+                name: "KILN_PREVIEW_DOMAIN",
+                value: preview_domain,
+                why: "expected a domain name such as preview.example.com (no scheme, no port)".into(),
+            });
+        }
+        let public_url = match env.get("KILN_PUBLIC_URL") {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => u.trim_end_matches('/').to_owned(),
+            Some(u) => {
+                return Err(ConfigError::Invalid {
+                    name: "KILN_PUBLIC_URL",
+                    value: u,
+                    why: "must start with http:// or https://".into(),
+                });
+            }
+            None => format!("http://localhost:{}", listen.port()),
+        };
+        Ok(EdgeConfig { preview_domain, public_url, quick_model: env.get("KILN_QUICK_MODEL") })
+    }
+
+    /// `http://<id>.localhost:8080/`: the live preview, which is also the
+    /// share link. Scheme and port follow the public URL.
+    pub fn preview_url(&self, sandbox_id: &str) -> String {
+        let (scheme, rest) = self.public_url.split_once("://").unwrap_or(("http", &self.public_url));
+        let port =
+            rest.rsplit_once(':').map(|(_, p)| format!(":{p}")).filter(|p| p[1..].bytes().all(|b| b.is_ascii_digit()));
+        format!("{scheme}://{sandbox_id}.{}{}/", self.preview_domain, port.unwrap_or_default())
+    }
+
+    /// The first label of a request's `Host` if the rest is the preview
+    /// domain (`<label>.<preview domain>[:port]`); the caller checks that the
+    /// label is a sandbox id.
+    pub fn preview_id<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let name =
+            host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let (label, domain) = name.split_once('.')?;
+        domain.eq_ignore_ascii_case(&self.preview_domain).then_some(label)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,6 +335,7 @@ impl Config {
             sandbox: SandboxConfig { limits, uid, envd_bin, idle_timeout },
             pool,
             agent: crate::agent_config::AgentConfig::load(env)?,
+            edge: EdgeConfig::load(env, listen)?,
         })
     }
 
@@ -444,5 +505,33 @@ mod tests {
         let err =
             Config::load_from(&[("KILN_CONFIG", file.to_str().unwrap()), ("KILN_DATA_DIR", "/tmp/x")]).unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn preview_hosts_and_urls() {
+        let c = Config::load_from(&[("KILN_DATA_DIR", "/tmp/x"), ("KILN_LISTEN", "127.0.0.1:9000")]).unwrap();
+        assert_eq!(c.edge.public_url, "http://localhost:9000");
+        assert_eq!(c.edge.preview_url("ab12"), "http://ab12.localhost:9000/");
+        assert_eq!(c.edge.preview_id("ab12.localhost:9000"), Some("ab12"));
+        assert_eq!(c.edge.preview_id("AB12.LocalHost"), Some("AB12"));
+        assert_eq!(c.edge.preview_id("localhost:9000"), None);
+        assert_eq!(c.edge.preview_id("ab12.evil.com"), None);
+        assert_eq!(c.edge.preview_id("a.b.localhost"), None);
+        let c = Config::load_from(&[
+            ("KILN_DATA_DIR", "/tmp/x"),
+            ("KILN_PREVIEW_DOMAIN", "preview.example.com"),
+            ("KILN_PUBLIC_URL", "https://kiln.example.com/"),
+        ])
+        .unwrap();
+        assert_eq!(c.edge.preview_url("ab12"), "https://ab12.preview.example.com/");
+        assert_eq!(c.edge.preview_id("ab12.preview.example.com"), Some("ab12"));
+        for (k, v) in [
+            ("KILN_PREVIEW_DOMAIN", "http://x"),
+            ("KILN_PREVIEW_DOMAIN", "a..b"),
+            ("KILN_PUBLIC_URL", "kiln.example.com"),
+        ] {
+            let e = Config::load_from(&[("KILN_DATA_DIR", "/tmp/x"), (k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{e}");
+        }
     }
 }

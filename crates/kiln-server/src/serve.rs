@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kiln_pool::{NoWarmUp, PoolConfig, PoolManager};
@@ -34,6 +34,8 @@ pub enum ServeError {
     Pool(#[from] kiln_pool::PoolError),
     #[error("cannot listen on {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Models(#[from] crate::models::ModelsError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -43,6 +45,11 @@ pub struct AppState {
     pub provider: Arc<LocalProvider>,
     pub pool: PoolManager,
     pub metrics: PrometheusHandle,
+    pub gateway: Arc<kiln_gateway::Gateway>,
+    pub models: crate::models::Models,
+    /// Chat logs and the one-turn-per-session lock.
+    pub chat: crate::chat::ChatHub,
+    pub chat_models: crate::chat::quick::QuickProviders,
 }
 
 /// Label on sandboxes the server creates (operator sandboxes say `cli`).
@@ -68,7 +75,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn kiln_store::Store>, Serv
         .map_err(|source| ServeError::Store { url: format!("{scheme}://…"), source })
 }
 
-pub async fn serve(cfg: Config) -> Result<(), ServeError> {
+pub async fn serve(mut cfg: Config) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| ServeError::Bind(cfg.listen, e))?;
     let metrics = crate::metrics::install();
     let local = cfg.local().ok_or(ServeError::NoEnvd)?;
@@ -76,6 +83,13 @@ pub async fn serve(cfg: Config) -> Result<(), ServeError> {
     let report = kiln_sandbox::template::build(&provider, &cfg.app_spec(), None).await?;
     if report.built {
         tracing::info!(spec_hash = %report.spec_hash, install_ms = report.install_ms, warm_ms = report.warm_ms, "template built");
+    }
+    let models = crate::models::Models::prepare(&cfg.data_dir, &cfg.agent, cfg.edge.quick_model.as_deref())?;
+    // Agents get the model as they can see it (scripts under /opt/kiln).
+    cfg.agent.agent_model.clone_from(&models.agent_model);
+    match &models.info().model {
+        Some(m) => tracing::info!(model = %m, quick = ?models.info().quick_model, "model configured"),
+        None => tracing::warn!("no model configured: the UI offers the demo replay; {}", crate::models::HOW_TO),
     }
     let store = open_store(&cfg).await?;
     if let Some(wanted) = cfg.pool.clamped_from {
@@ -122,7 +136,16 @@ pub async fn serve(cfg: Config) -> Result<(), ServeError> {
     tracing::info!(target = t.target, ready = t.ready, warming = t.warming, "pool topped up");
     pool.spawn_maintenance(cfg.pool.maintenance_interval);
 
-    let state = Arc::new(AppState { cfg: cfg.clone(), provider, pool, metrics });
+    let state = Arc::new(AppState {
+        cfg: cfg.clone(),
+        provider,
+        pool,
+        metrics,
+        gateway,
+        models,
+        chat: Default::default(),
+        chat_models: Default::default(),
+    });
     tracing::info!(instance = %cfg.instance, store = state.pool.store().kind(), "Kiln is running at http://{}/", cfg.listen);
     println!("Kiln is running at http://{}/", cfg.listen);
     axum::serve(listener, router(state)).await?;
@@ -146,17 +169,60 @@ fn spawn_gateway_pruning(gateway: Arc<kiln_gateway::Gateway>, provider: Arc<Loca
     });
 }
 
+/// Every route with its method, as registered: the OpenAPI document must
+/// list exactly these (checked by a test).
+pub fn routes() -> (Router<Arc<AppState>>, Vec<(&'static str, &'static str)>) {
+    use crate::api::{chat, pool, sessions};
+    use axum::routing::MethodRouter;
+    let mut table = Vec::new();
+    let mut r = Router::new();
+    let mut add = |method: &'static str, path: &'static str, h: MethodRouter<Arc<AppState>>| {
+        table.push((method, path));
+        r = std::mem::take(&mut r).route(path, h);
+    };
+    add("get", "/", get(crate::web::index));
+    add("get", "/assets/{*path}", get(crate::web::asset));
+    add("get", "/api/health", get(health));
+    add("get", "/api/config", get(sessions::config));
+    add("get", "/api/openapi.json", get(openapi));
+    add("post", "/api/chat", post(chat::post));
+    add("get", "/api/chat/events", get(chat::events));
+    add("post", "/api/chat/cancel", post(chat::cancel));
+    add("get", "/api/sessions/{key}", get(sessions::get));
+    add("post", "/api/sessions/{key}/versions/{sha}/restore", post(sessions::restore));
+    add("get", "/api/vm/prewarm", get(pool::status));
+    add("post", "/api/vm/prewarm", post(pool::topup));
+    add("post", "/api/vm/drain", post(pool::drain));
+    add("post", "/api/vm/claim", post(pool::claim));
+    add("get", "/q/{id}", get(sessions::quick_newest));
+    add("get", "/q/{id}/{sha}", get(sessions::quick_version));
+    add("get", "/metrics", get(metrics));
+    (r, table)
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    use crate::api::pool;
-    Router::new()
-        .route("/", get(index))
-        .route("/api/health", get(health))
-        .route("/api/vm/prewarm", get(pool::status).post(pool::topup))
-        .route("/api/vm/drain", post(pool::drain))
-        .route("/api/vm/claim", post(pool::claim))
-        .route("/metrics", get(metrics))
+    routes()
+        .0
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        // Outermost: preview hosts never reach the routes above.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::proxy::route))
         .with_state(state)
+}
+
+/// The HTTP API's contract (OpenAPI 3.1), written once in `docs/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    if uri.path().starts_with("/api/") {
+        crate::api::ApiError::NotFound(format!("no API route {}; see /api/openapi.json", uri.path())).into_response()
+    } else {
+        crate::api::sessions::not_found_page("There is nothing at this address.")
+    }
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> impl IntoResponse {
@@ -176,6 +242,21 @@ async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
 }
 
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let spec: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("docs/openapi.json is JSON");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in spec["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        let mut routed: Vec<(String, String)> =
+            super::routes().1.iter().map(|(m, p)| ((*m).to_owned(), p.replace("{*", "{"))).collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed, "docs/openapi.json and the router disagree");
+    }
 }

@@ -116,6 +116,13 @@ pub trait Store: Send + Sync {
     /// Unbinds and returns the sessions whose sandbox has been idle since
     /// before `idle_before_ms` (the returned rows carry the old sandbox).
     async fn take_idle_sessions(&self, idle_before_ms: i64) -> Result<Vec<Session>>;
+
+    /// The quick-mode app of a session: `new_id` is recorded on first use
+    /// (atomically: two racing first prompts get the same app).
+    async fn quick_app(&self, key: &str, new_id: &str, now_ms: i64) -> Result<String>;
+
+    /// The quick-mode app of a session, if it has one.
+    async fn get_quick_app(&self, key: &str) -> Result<Option<String>>;
 }
 
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`) and runs its

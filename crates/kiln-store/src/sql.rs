@@ -63,6 +63,9 @@ const KNOWN: &str =
 const GET_SESSION: &str = "SELECT * FROM sessions WHERE session_key = $1";
 const TOUCH: &str = "UPDATE sessions SET last_active_at = $2 WHERE session_key = $1";
 const IDLE: &str = "SELECT * FROM sessions WHERE sandbox_id IS NOT NULL AND last_active_at < $1";
+const QUICK_APP: &str =
+    "INSERT INTO quick_apps (session_key, id, created_at) VALUES ($1, $2, $3) ON CONFLICT (session_key) DO NOTHING";
+const GET_QUICK_APP: &str = "SELECT id FROM quick_apps WHERE session_key = $1";
 const UNBIND_IF_IDLE: &str = "UPDATE sessions SET sandbox_id = NULL, endpoint = NULL, agent_session = NULL \
      WHERE session_key = $1 AND sandbox_id = $2 AND last_active_at < $3";
 
@@ -449,6 +452,18 @@ impl Store for SqlStore {
 
     async fn touch_session(&self, key: &str, now_ms: i64) -> Result<bool> {
         Ok(sqlx::query(TOUCH).bind(key).bind(now_ms).execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn quick_app(&self, key: &str, new_id: &str, now_ms: i64) -> Result<String> {
+        sqlx::query(QUICK_APP).bind(key).bind(new_id).bind(now_ms).execute(&self.pool).await?;
+        self.get_quick_app(key)
+            .await?
+            .ok_or(StoreError::Corrupt { table: "quick_apps", detail: "the row inserted a moment ago is gone".into() })
+    }
+
+    async fn get_quick_app(&self, key: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(GET_QUICK_APP).bind(key).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.0))
     }
 
     async fn take_idle_sessions(&self, idle_before_ms: i64) -> Result<Vec<Session>> {

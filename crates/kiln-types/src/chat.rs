@@ -20,18 +20,29 @@ pub struct ChatEvent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
-    /// First event of a chat turn on the server: which sandbox serves it.
+    /// First event of a chat turn on the server: which sandbox (or, in
+    /// quick mode, which quick app) serves it, and the prompt it answers.
     Session {
-        #[serde(rename = "sandboxId")]
-        sandbox_id: String,
+        mode: ChatMode,
+        #[serde(rename = "sandboxId", default, skip_serializing_if = "Option::is_none")]
+        sandbox_id: Option<String>,
+        #[serde(rename = "appId")]
+        app_id: String,
         #[serde(rename = "previewUrl")]
         preview_url: String,
         warm: bool,
-        #[serde(rename = "claimMs", skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "claimMs", default, skip_serializing_if = "Option::is_none")]
         claim_ms: Option<u64>,
-        #[serde(rename = "bootMs", skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "bootMs", default, skip_serializing_if = "Option::is_none")]
         boot_ms: Option<u64>,
+        /// The model answering, e.g. `anthropic:claude-sonnet-4-5`, or
+        /// `demo` for the scripted replay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        prompt: String,
     },
+    /// Quick mode: a piece of the single HTML file being written.
+    Html { delta: String },
     /// Progress of a cold boot (`create`, `dev_server`, `agent`, `restore`).
     Boot { phase: String, ms: u64 },
     /// Streamed assistant text.
@@ -55,6 +66,24 @@ pub enum EventBody {
         #[serde(rename = "stopReason")]
         stop_reason: StopReason,
     },
+}
+
+/// How a prompt is answered: by an agent in a sandbox, or as one HTML file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatMode {
+    #[default]
+    Vm,
+    Quick,
+}
+
+impl ChatMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatMode::Vm => "vm",
+            ChatMode::Quick => "quick",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the server with the web UI (builds the template first if needed).
     Serve,
+    /// Send a prompt to a running server and print the events as they stream.
+    Chat(crate::chat_cmd::ChatArgs),
     /// Check every prerequisite and say how to fix what is missing.
     Doctor {
         /// Print the checks as JSON.
@@ -94,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Cmd::Sandbox { cmd } => crate::sandbox_cmd::run(cmd).await,
         Cmd::Pool { cmd, server } => crate::pool_cmd::run(cmd, server).await,
+        Cmd::Chat(args) => crate::chat_cmd::run(args).await,
         Cmd::Bench { cmd } => crate::bench::run(cmd).await,
     }
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_bridge;
 mod bench_pool;
+mod chat_cmd;
 mod cli;
 mod doctor;
 mod http_client;

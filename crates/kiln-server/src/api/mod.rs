@@ -2,7 +2,9 @@
 //! user errors are 4xx with a message that says what to do; internal errors
 //! are logged with context and answered with a generic 500.
 
+pub mod chat;
 pub mod pool;
+pub mod sessions;
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -15,6 +17,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing or wrong admin token: send Authorization: Bearer <KILN_POOL_ADMIN_TOKEN>")]
     Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -38,6 +46,9 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error answering a request");

@@ -72,6 +72,7 @@ pub async fn topup(
 ) -> Result<Json<TopupResult>, ApiError> {
     authorize(&st, &headers, true)?;
     let target = parse_target(&body, st.cfg.pool.max_target)?;
+    metrics::counter!("kiln_pool_prewarm_requests_total").increment(1);
     Ok(Json(st.pool.topup(target).await?))
 }
 

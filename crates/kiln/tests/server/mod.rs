@@ -147,6 +147,42 @@ pub fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) ->
     })
 }
 
+/// A full answer: status, headers, body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// An HTTP call with an explicit `Host` header (preview hosts) and a JSON
+/// body; `None` if the server could not be reached.
+pub fn request(method: &str, url: &str, host: &str, body: Option<&str>) -> Option<Answer> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let uri: http::Uri = url.parse().ok()?;
+        let stream = tokio::net::TcpStream::connect((uri.host()?, uri.port_u16()?)).await.ok()?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query()?.as_str())
+            .header("host", host)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned())))
+            .ok()?;
+        let resp = sender.send_request(req).await.ok()?;
+        let (parts, body) = resp.into_parts();
+        let b = body.collect().await.ok()?.to_bytes();
+        Some(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&b).into_owned(),
+        })
+    })
+}
+
 pub fn get(url: &str, token: Option<&str>) -> Option<(u16, String)> {
     call("GET", url, None, token)
 }

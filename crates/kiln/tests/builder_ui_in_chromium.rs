@@ -1,0 +1,366 @@
+//! The builder as a person uses it, in real headless Chromium (Debian's
+//! `chromium`, driven through `chromedriver`) against a real `kiln serve`:
+//! the landing page prewarms and creates a session key; a prompt streams
+//! tool cards and the preview shows the app; an edit hot-updates the preview
+//! without a reload (state typed into the app survives); a broken build is
+//! shown and the fix clears it; restoring the first version brings its
+//! heading back; Quick mode renders its HTML and `/q/<id>` serves it.
+//! Screenshots are saved under `target/tmp/e2e/`.
+
+mod server;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use server::Server;
+
+fn title_tsx(heading: &str) -> String {
+    format!("export default function Title() {{\n  return <h1 className=\"text-3xl font-bold\">{heading}</h1>;\n}}\n")
+}
+
+const APP_TSX: &str = r#"import { useState } from "react";
+import Title from "./Title";
+
+export default function App() {
+  const [name, setName] = useState("");
+  return (
+    <main className="p-8 space-y-4">
+      <Title />
+      <input aria-label="Name" className="border rounded px-3 py-2" value={name} onChange={(e) => setName(e.target.value)} />
+      <p>Hello {name}</p>
+    </main>
+  );
+}
+"#;
+
+fn script() -> Value {
+    let title = |h: &str| json!({"name": "write_file", "input": {"path": "src/Title.tsx", "content": title_tsx(h)}});
+    let broken = "export default function Title() {\n  return <h1>Broken heading</h1;\n}\n";
+    json!({"turns": [
+        {"text": "I'll make a page with a title and a name field.", "tool_calls": [
+            title("First heading"),
+            {"name": "write_file", "input": {"path": "src/App.tsx", "content": APP_TSX}}
+        ]},
+        {"text": "Built."},
+        {"tool_calls": [title("Second heading")]},
+        {"text": "Changed the title."},
+        {"tool_calls": [{"name": "write_file", "input": {"path": "src/Title.tsx", "content": broken}}]},
+        {"text": "That broke the build."},
+        {"tool_calls": [title("Fixed heading")]},
+        {"text": "Fixed."}
+    ]})
+}
+
+fn quick_script() -> Value {
+    json!({"turns": [{"text": "<!doctype html>\n<html><head><title>q</title></head>\n<body><h1>Quick hello</h1><p>one file</p></body></html>\n"}]})
+}
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn browser_prerequisites() -> bool {
+    let missing =
+        ["/usr/bin/chromium", "/usr/bin/chromedriver"].into_iter().find(|p| !std::path::Path::new(p).exists());
+    match missing {
+        None => true,
+        Some(p) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true and {p} is missing (scripts/setup.sh installs it)")
+        }
+        Some(p) => {
+            eprintln!("SKIPPED: {p} is missing; run scripts/setup.sh");
+            false
+        }
+    }
+}
+
+async fn start_browser(profile: &std::path::Path) -> (Driver, Client) {
+    let port = server::free_port();
+    let child = Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver(child);
+    let t = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20), "chromedriver did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic", "--window-size=1280,800",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    let client = ClientBuilder::rustls()
+        .expect("TLS setup")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session");
+    (driver, client)
+}
+
+struct Ui {
+    c: Client,
+    shots: std::path::PathBuf,
+}
+
+impl Ui {
+    async fn shot(&self, name: &str) {
+        self.c.enter_parent_frame().await.unwrap();
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c.enter_parent_frame().await.unwrap();
+        self.c.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Polls `check` (run at the top level) until it returns true.
+    async fn until(&self, what: &str, secs: u64, check: &str) {
+        let t = Instant::now();
+        loop {
+            if self.js(check).await == Value::Bool(true) {
+                return;
+            }
+            if t.elapsed() > Duration::from_secs(secs) {
+                self.shot(&format!("timeout-{}", what.replace(' ', "-"))).await;
+                let log = self.js("return document.getElementById('messages').innerText").await;
+                panic!("timed out waiting for {what}; transcript: {log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Text of `css` inside the live preview frame (None while loading).
+    async fn in_preview(&self, css: &str, prop: Option<&str>) -> Option<String> {
+        self.c.enter_parent_frame().await.ok()?;
+        let frame = self.c.find(Locator::Css("iframe.live")).await.ok()?;
+        frame.enter_frame().await.ok()?;
+        let e = self.c.find(Locator::Css(css)).await.ok()?;
+        let v = match prop {
+            Some(p) => e.prop(p).await.ok()?,
+            None => Some(e.text().await.ok()?),
+        };
+        self.c.enter_parent_frame().await.ok()?;
+        v
+    }
+
+    async fn preview_shows(&self, css: &str, want: &str, secs: u64) {
+        let t = Instant::now();
+        loop {
+            let got = self.in_preview(css, None).await;
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            if t.elapsed() > Duration::from_secs(secs) {
+                self.shot(&format!("timeout-preview-{}", want.replace(' ', "-"))).await;
+                panic!("the preview never showed {want:?} in {css} (last: {got:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    async fn send(&self, prompt: &str) {
+        self.c.enter_parent_frame().await.unwrap();
+        let box_ = self.c.find(Locator::Css("#prompt")).await.unwrap();
+        box_.send_keys(prompt).await.unwrap();
+        self.c.find(Locator::Css("#send")).await.unwrap().click().await.unwrap();
+    }
+
+    async fn wait_idle(&self) {
+        self.until("the turn to end", 90, "return !window.kiln.state.running").await;
+    }
+}
+
+/// Runs the harness's blocking HTTP helpers off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+async fn metric(url: &str, name: &'static str) -> f64 {
+    let url = format!("{url}/metrics");
+    let (_, body) = blocking(move || server::get(&url, None)).await.unwrap();
+    body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// Drops the server (kill + reclaim, which block) on a plain thread, also
+/// when the test panics.
+struct Guard(Option<Server>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let s = self.0.take();
+        let _ = std::thread::spawn(move || drop(s)).join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_ui_in_chromium() {
+    if !server::prerequisites() || !browser_prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script_path = dir.path().join("script.json");
+    std::fs::write(&script_path, script().to_string()).unwrap();
+    let quick_path = dir.path().join("quick.json");
+    std::fs::write(&quick_path, quick_script().to_string()).unwrap();
+    let model = format!("scripted:{}", script_path.display());
+    let quick = format!("scripted:{}", quick_path.display());
+    let data = dir.path().join("data");
+    let s = tokio::task::spawn_blocking(move || {
+        let mut s = Server::start(
+            &data,
+            &[("KILN_MODEL", &model), ("KILN_QUICK_MODEL", &quick), ("KILN_POOL_TARGET_SIZE", "1")],
+        );
+        s.wait_up();
+        s
+    })
+    .await
+    .unwrap();
+    let url = s.url.clone();
+    let s = Guard(Some(s));
+    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    std::fs::create_dir_all(&shots).unwrap();
+    let (_driver, c) = start_browser(&dir.path().join("profile")).await;
+    let ui = Ui { c, shots };
+    // The UI is on `localhost` (not 127.0.0.1) so previews are `*.localhost`.
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let base = format!("http://localhost:{port}");
+
+    // Landing: a prewarm request, a session key in localStorage.
+    let before = metric(&url, "kiln_pool_prewarm_requests_total").await;
+    ui.c.goto(&base).await.unwrap();
+    ui.until("the landing page", 20, "return !!document.querySelector('#landing-prompt')").await;
+    let key = ui.js("return localStorage.getItem('kiln.sessionKey')").await;
+    assert!(key.as_str().is_some_and(|k| k.parse::<kiln_types::SessionKey>().is_ok()), "session key: {key}");
+    let t = Instant::now();
+    while metric(&url, "kiln_pool_prewarm_requests_total").await <= before {
+        assert!(t.elapsed() < Duration::from_secs(10), "the landing page never asked for a prewarm");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let u = url.clone();
+    let st: Value =
+        blocking(move || serde_json::from_str(&server::get(&format!("{u}/api/vm/prewarm"), None).unwrap().1).unwrap())
+            .await;
+    assert!(st["ready"].as_u64().unwrap() + st["warming"].as_u64().unwrap() >= 1, "{st}");
+    ui.shot("01-landing").await;
+
+    // First prompt from the landing page.
+    let prompt = ui.c.find(Locator::Css("#landing-prompt")).await.unwrap();
+    prompt.send_keys("A page with a title and a name field").await.unwrap();
+    ui.c.find(Locator::Css("#landing-send")).await.unwrap().click().await.unwrap();
+    ui.until("tool cards", 60, "return document.querySelectorAll('#messages .card').length >= 2").await;
+    ui.preview_shows("h1", "First heading", 60).await;
+    ui.wait_idle().await;
+    ui.until("a version", 20, "return Number(document.getElementById('versions-count').textContent) >= 2").await;
+    let cards = ui.js("return [...document.querySelectorAll('#messages .card .title')].map(e => e.textContent)").await;
+    assert!(cards.to_string().contains("Wrote src/Title.tsx"), "{cards}");
+    ui.shot("02-first-prompt").await;
+
+    // An edit of one component: hot update, no reload, typed state kept.
+    ui.c.enter_parent_frame().await.unwrap();
+    ui.c.find(Locator::Css("iframe.live")).await.unwrap().enter_frame().await.unwrap();
+    ui.c.find(Locator::Css("input[aria-label=Name]")).await.unwrap().send_keys("Ada").await.unwrap();
+    let reloads = ui.js("return window.kiln.preview.stats.reloads").await;
+    ui.send("Change the title").await;
+    ui.preview_shows("h1", "Second heading", 30).await;
+    ui.wait_idle().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // past the 800 ms window
+    assert_eq!(
+        ui.in_preview("input[aria-label=Name]", Some("value")).await.as_deref(),
+        Some("Ada"),
+        "state survived HMR"
+    );
+    assert_eq!(ui.js("return window.kiln.preview.stats.reloads").await, reloads, "HMR, not a reload");
+    ui.shot("03-hmr-kept-state").await;
+
+    // A broken build is shown; the fixing edit clears it.
+    ui.send("Break it").await;
+    ui.until("the build error", 30, "return !document.getElementById('build-error').hidden").await;
+    let err = ui.js("return document.getElementById('build-error-text').textContent").await;
+    assert!(err.as_str().is_some_and(|e| e.contains("Title.tsx")), "{err}");
+    ui.wait_idle().await;
+    ui.shot("04-build-error").await;
+    ui.send("Fix it").await;
+    ui.preview_shows("h1", "Fixed heading", 30).await;
+    ui.until("the error to clear", 20, "return document.getElementById('build-error').hidden").await;
+    ui.wait_idle().await;
+
+    // Restore the first version.
+    ui.c.enter_parent_frame().await.unwrap();
+    ui.c.find(Locator::Css("#versions-btn")).await.unwrap().click().await.unwrap();
+    let items = ui.c.find_all(Locator::Css("#versions-list li")).await.unwrap();
+    let mut clicked = false;
+    for li in items {
+        if li.text().await.unwrap().contains("A page with a title and a name field") {
+            li.find(Locator::Css("button")).await.unwrap().click().await.unwrap();
+            clicked = true;
+            break;
+        }
+    }
+    assert!(clicked, "the first version is listed with a restore button");
+    ui.preview_shows("h1", "First heading", 30).await;
+    ui.wait_idle().await;
+    ui.shot("05-restored").await;
+
+    // Phone width: the builder still works (tabs).
+    ui.c.set_window_size(390, 844).await.unwrap();
+    ui.shot("06-phone-chat").await;
+    ui.c.find(Locator::Css("#tabs button[data-tab=preview]")).await.unwrap().click().await.unwrap();
+    ui.preview_shows("h1", "First heading", 10).await;
+    ui.shot("07-phone-preview").await;
+    ui.c.find(Locator::Css("#tabs button[data-tab=chat]")).await.unwrap().click().await.unwrap();
+    ui.c.set_window_size(1280, 800).await.unwrap();
+
+    // Quick mode: progressive HTML in a sandboxed frame; /q/<id> serves it.
+    ui.c.find(Locator::XPath("//input[@name='mode2' and @value='quick']/following-sibling::span"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    ui.send("A quick hello page").await;
+    ui.wait_idle().await;
+    ui.c.enter_parent_frame().await.unwrap();
+    let frame = ui.c.find(Locator::Css("#quick-frame")).await.unwrap();
+    assert_eq!(frame.attr("sandbox").await.unwrap().as_deref(), Some("allow-scripts allow-modals"));
+    frame.enter_frame().await.unwrap();
+    let h1 = ui.c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap();
+    assert_eq!(h1, "Quick hello");
+    ui.shot("08-quick").await;
+    let share = ui.js("return window.kiln.state.shareUrl").await;
+    let share = share.as_str().unwrap().to_owned();
+    assert!(share.contains("/q/"), "{share}");
+    let path = &share[share.find("/q/").unwrap()..];
+    let q = format!("{url}{path}");
+    let (code, body) = blocking(move || server::get(&q, None)).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("<h1>Quick hello</h1>"), "{body}");
+
+    // Reloading the page brings the session back (transcript and versions).
+    ui.c.goto(&base).await.unwrap();
+    ui.until("the session to come back", 20, "return !document.getElementById('builder').hidden && document.querySelectorAll('#messages .msg.user').length >= 5").await;
+    ui.shot("09-reloaded").await;
+
+    ui.c.clone().close().await.unwrap();
+    drop(s);
+}
