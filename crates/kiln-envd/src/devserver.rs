@@ -177,3 +177,29 @@ fn kill_group(pid: Option<u32>) {
         unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
     }
 }
+
+/// Tells the dev server about each file the API wrote or deleted, at once,
+/// through the template's `/__kiln/changed` hook (vite.config.ts): the
+/// preview updates without waiting for the watcher's next poll. Polling
+/// stays on for files that commands write. Failures (no dev server yet, an
+/// app without the hook) cost nothing.
+pub async fn notify_changes(port: u16, mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::files::Change>) {
+    let addr = format!("127.0.0.1:{port}");
+    while let Some(c) = rx.recv().await {
+        let path = format!("/__kiln/changed?event={}&path={}", c.event, encode(&c.path));
+        crate::proxy::get_ok(&addr, &path).await;
+    }
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -30,6 +30,16 @@ pub struct AppDir {
     path: PathBuf,
     /// When each file was last written (see [`WRITE_SPACING`]).
     last_write: std::sync::Mutex<std::collections::HashMap<PathBuf, std::time::Instant>>,
+    /// Told about every write and delete (the dev server's watcher).
+    on_change: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Change>>>,
+}
+
+/// A file the API changed: `event` is `add`, `change` or `unlink` (the
+/// names of Vite's watcher events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub event: &'static str,
+    pub path: String,
 }
 
 /// Least time between two writes of one file. Vite's watcher (chokidar)
@@ -90,7 +100,7 @@ fn map_errno(e: Errno, rel: &RelPath) -> EnvdError {
 impl AppDir {
     pub fn open(path: &Path) -> std::io::Result<AppDir> {
         let root = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(AppDir { root, path: path.to_owned(), last_write: Default::default() })
+        Ok(AppDir { root, path: path.to_owned(), last_write: Default::default(), on_change: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -143,6 +153,17 @@ impl AppDir {
         Ok(cur)
     }
 
+    /// Sends every later write and delete to `tx`.
+    pub fn set_change_hook(&self, tx: tokio::sync::mpsc::UnboundedSender<Change>) {
+        *self.on_change.lock().unwrap() = Some(tx);
+    }
+
+    fn changed(&self, event: &'static str, rel: &RelPath) {
+        if let Some(tx) = self.on_change.lock().unwrap().as_ref() {
+            let _ = tx.send(Change { event, path: rel.display() });
+        }
+    }
+
     /// Waits until [`WRITE_SPACING`] has passed since the file's last write.
     fn space_writes(&self, rel: &Path) {
         let now = std::time::Instant::now();
@@ -190,6 +211,7 @@ impl AppDir {
             if st.st_size as u64 > data.len() as u64 {
                 rustix::fs::ftruncate(&fd, data.len() as u64).map_err(|e| map_errno(e, rel))?;
             }
+            self.changed("change", rel);
             return Ok(WriteResult { path: rel.display(), bytes: data.len() as u64, created: false });
         }
         let created = match rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
@@ -221,6 +243,7 @@ impl AppDir {
             let _ = rustix::fs::unlinkat(&dir, tmp, rustix::fs::AtFlags::empty());
             return Err(map_errno(e, rel));
         }
+        self.changed(if created { "add" } else { "change" }, rel);
         Ok(WriteResult { path: rel.display(), bytes: data.len() as u64, created })
     }
 
@@ -236,7 +259,9 @@ impl AppDir {
         let st =
             rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(|e| map_errno(e, rel))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            return rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()).map_err(|e| map_errno(e, rel));
+            rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()).map_err(|e| map_errno(e, rel))?;
+            self.changed("unlink", rel);
+            return Ok(());
         }
         if !recursive {
             return rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::REMOVEDIR).map_err(|e| match e {

@@ -53,6 +53,11 @@ pub struct Config {
 /// Serves the API on `config.socket` until the process is killed.
 pub async fn run(config: Config) -> std::io::Result<()> {
     let app = Arc::new(files::AppDir::open(&config.app_dir)?);
+    if config.dev_server {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        app.set_change_hook(tx);
+        tokio::spawn(devserver::notify_changes(config.dev_port, rx));
+    }
     let dev = devserver::DevServer::new(config.app_dir.clone(), config.dev_port, config.dev_server);
     let agent = agent::AgentHost::new(config.agent.clone(), app.clone(), agent::PermissionPolicy::AllowOnce);
     if let Some(sock) = config.gateway_socket.clone() {

@@ -383,6 +383,12 @@ impl PoolManager {
                 let tail = h.dev_server.log_tail.iter().rev().take(20).rev().cloned().collect::<Vec<_>>().join("\n");
                 return Err(fail(BootPhase::DevServer, format!("dev server not ready: {tail}")));
             }
+            // Have Vite transform the whole module graph now (React, the
+            // app, Tailwind's CSS), so the person's first preview paint is
+            // served from its cache. Best effort: a failure only costs time.
+            if let Err(e) = kiln_sandbox::graph::fetch_module_graph(&client, kiln_types::envd::DEV_SERVER_PORT).await {
+                tracing::debug!(sandbox = %id, error = %e, "warming the module graph failed");
+            }
             report(BootPhase::DevServer, t.elapsed().as_millis() as u64);
         }
         let t = Instant::now();

@@ -73,6 +73,14 @@ pub struct EdgeConfig {
     pub quick_model: Option<String>,
 }
 
+/// `host:port` → `host` (`[::1]:80` → `[::1]`).
+fn strip_port(h: &str) -> &str {
+    match h.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => h,
+    }
+}
+
 impl EdgeConfig {
     fn load(env: &dyn Env, listen: SocketAddr) -> Result<EdgeConfig, ConfigError> {
         let preview_domain = env.get("KILN_PREVIEW_DOMAIN").unwrap_or_else(|| "localhost".into()).to_ascii_lowercase();
@@ -105,6 +113,17 @@ impl EdgeConfig {
         let port =
             rest.rsplit_once(':').map(|(_, p)| format!(":{p}")).filter(|p| p[1..].bytes().all(|b| b.is_ascii_digit()));
         format!("{scheme}://{sandbox_id}.{}{}/", self.preview_domain, port.unwrap_or_default())
+    }
+
+    /// `Host` names Kiln itself: the public URL's host, loopback names, or
+    /// the address it listens on (any port: proxies may rewrite it).
+    pub fn serves_host(&self, host: &str, listen: SocketAddr) -> bool {
+        let name = strip_port(host).trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let public = self.public_url.split_once("://").map_or("", |(_, r)| r);
+        let public = strip_port(public.split('/').next().unwrap_or("")).trim_start_matches('[').trim_end_matches(']');
+        name == public.to_ascii_lowercase()
+            || ["localhost", "127.0.0.1", "::1"].contains(&name.as_str())
+            || name == listen.ip().to_string()
     }
 
     /// The first label of a request's `Host` if the rest is the preview
@@ -525,6 +544,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.edge.preview_url("ab12"), "https://ab12.preview.example.com/");
         assert_eq!(c.edge.preview_id("ab12.preview.example.com"), Some("ab12"));
+        let listen: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        for ok in ["kiln.example.com", "KILN.example.com:443", "localhost:9000", "127.0.0.1", "[::1]:9000"] {
+            assert!(c.edge.serves_host(ok, listen), "{ok}");
+        }
+        for bad in ["evil.com", "evil.com:9000", "kiln.example.com.evil.com", "10.0.0.1:9000"] {
+            assert!(!c.edge.serves_host(bad, listen), "{bad}");
+        }
         for (k, v) in [
             ("KILN_PREVIEW_DOMAIN", "http://x"),
             ("KILN_PREVIEW_DOMAIN", "a..b"),

@@ -34,12 +34,24 @@ fn host_of(req: &Request) -> Option<&str> {
     req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
-/// Routes preview hosts to [`forward`]; everything else to Kiln's router.
+/// Routes preview hosts to [`forward`], Kiln's own hosts to its router, and
+/// refuses every other `Host` (a page on another site that resolves its
+/// name to this machine — DNS rebinding — must not reach the API).
 pub async fn route(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let label = host_of(&req).and_then(|h| st.cfg.edge.preview_id(h)).map(str::to_owned);
-    match label {
-        Some(label) => forward(&st, &label, req).await,
-        None => next.run(req).await,
+    let host = host_of(&req).map(str::to_owned);
+    if let Some(label) = host.as_deref().and_then(|h| st.cfg.edge.preview_id(h)) {
+        let label = label.to_owned();
+        return forward(&st, &label, req).await;
+    }
+    match host {
+        Some(h) if !st.cfg.edge.serves_host(&h, st.cfg.listen) => {
+            let msg = format!(
+                "this server does not answer for Host {h:?}; open {} (or set KILN_PUBLIC_URL to the address you use)",
+                st.cfg.edge.public_url
+            );
+            (StatusCode::MISDIRECTED_REQUEST, msg).into_response()
+        }
+        _ => next.run(req).await,
     }
 }
 
@@ -57,6 +69,10 @@ pub async fn forward(st: &AppState, label: &str, mut req: Request) -> Response {
     let Ok(client) = st.provider.connect(&id).await else {
         return not_found_page("This preview is not running (its sandbox has stopped or never existed).");
     };
+    if req.uri().path().starts_with("/__kiln/") {
+        // The template's change hook is for envd inside the sandbox only.
+        return not_found_page("There is nothing at this address.");
+    }
     metrics::counter!("kiln_preview_requests_total").increment(1);
     let upgrade = is_upgrade(req.headers());
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());

@@ -169,6 +169,9 @@ fn spawn_gateway_pruning(gateway: Arc<kiln_gateway::Gateway>, provider: Arc<Loca
     });
 }
 
+/// Largest request body accepted (prompts are limited to 32 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
 /// Every route with its method, as registered: the OpenAPI document must
 /// list exactly these (checked by a test).
 pub fn routes() -> (Router<Arc<AppState>>, Vec<(&'static str, &'static str)>) {
@@ -204,7 +207,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes()
         .0
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         // Outermost: preview hosts never reach the routes above.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::proxy::route))
         .with_state(state)

@@ -89,7 +89,11 @@ function onEvent(ev) {
   switch (ev.type) {
     case "session":
       // Live turns show the prompt when it is sent; a replayed log shows it here.
-      if (state.replaying) transcript.user(ev.prompt);
+      if (state.replaying) {
+        transcript.user(ev.prompt);
+        setRunning(true); // until this turn's done (if the log has it yet)
+      }
+      preview.mark("session");
       state.mode = ev.mode;
       state.shareUrl = ev.previewUrl;
       if (ev.model) modelBadge(ev.model);
@@ -150,6 +154,7 @@ function onEvent(ev) {
 
 async function send(prompt, mode) {
   if (state.running || !prompt.trim()) return;
+  preview.mark("send");
   showBuilder();
   transcript.user(prompt);
   setRunning(true);

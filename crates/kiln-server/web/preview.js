@@ -21,6 +21,8 @@ export class Preview {
     this.quickHtml = "";
     this.quickTimer = null;
     this.stats = { hmr: 0, reloads: 0 };
+    /** Timing marks for `kiln bench e2e`: {name, t} with performance.now(). */
+    this.marks = [];
     window.addEventListener("message", (e) => this.onMessage(e));
   }
 
@@ -35,7 +37,13 @@ export class Preview {
     this.live.onload = () => this.ready();
   }
 
+  mark(name) {
+    this.marks.push({ name, t: performance.now() });
+    if (this.marks.length > 500) this.marks.shift();
+  }
+
   ready() {
+    this.mark("preview-load");
     $("empty-preview").hidden = true;
   }
 
@@ -58,6 +66,7 @@ export class Preview {
     if (!d || d.source !== "kiln-preview") return;
     if (e.origin !== this.origin || e.source !== this.live.contentWindow) return;
     if (d.type === "hmr:after") {
+      this.mark("hmr-after");
       this.lastAfter = performance.now();
       this.stats.hmr++;
       this.clearError();
@@ -79,6 +88,7 @@ export class Preview {
   /** A file changed in the sandbox: hot update, or reload without a flash. */
   fileChanged() {
     if (!this.url) return;
+    this.mark("file");
     const nonce = ++this.nonce;
     // An update that landed just before the event reached us counts.
     if (performance.now() - this.lastAfter < 300) return;
@@ -95,14 +105,21 @@ export class Preview {
   }
 
   /** Loads the preview in the standby frame and swaps when it has loaded. */
+  /** No hot update awaited and no reload in flight. */
+  settled() {
+    return !this.waiting && !this.swapping;
+  }
+
   reload() {
     if (!this.url) return;
     this.stats.reloads++;
+    this.swapping = true;
     const next = this.standby;
     const u = new URL(this.url);
     u.searchParams.set("kiln_refresh", String(this.nonce));
     next.onload = () => {
       next.onload = null;
+      this.swapping = false;
       next.classList.replace("standby", "live");
       this.live.classList.replace("live", "standby");
       const old = this.live;

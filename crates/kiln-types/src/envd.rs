@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the envd API. Bump on every behaviour change.
-pub const ENVD_API_VERSION: u32 = 2;
+pub const ENVD_API_VERSION: u32 = 3;
 
 /// Where the sandbox's app lives, inside the sandbox.
 pub const APP_DIR: &str = "/app";

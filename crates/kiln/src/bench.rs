@@ -39,6 +39,13 @@ pub enum BenchCmd {
         #[arg(long)]
         agent: Option<std::path::PathBuf>,
     },
+    /// The builder in headless Chromium: click Build (warm pool) → first
+    /// preview paint, and an agent's file write → `hmr:after`.
+    E2e {
+        /// Sessions to measure, one after another.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
 }
 
 /// Median and 95th percentile (nearest rank) of `xs`.
@@ -59,6 +66,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<u8> {
             crate::bench_pool::run(claims.max(50), refill.max(1), &postgres).await
         }
         BenchCmd::Bridge { runs, agent } => crate::bench_bridge::run(runs.max(1), agent).await,
+        BenchCmd::E2e { runs } => crate::bench_e2e::run(runs.max(1)).await,
     }
 }
 

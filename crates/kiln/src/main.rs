@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_bridge;
+mod bench_e2e;
 mod bench_pool;
 mod chat_cmd;
 mod cli;

@@ -49,7 +49,9 @@ fn script() -> Value {
         {"tool_calls": [{"name": "write_file", "input": {"path": "src/Title.tsx", "content": broken}}]},
         {"text": "That broke the build."},
         {"tool_calls": [title("Fixed heading")]},
-        {"text": "Fixed."}
+        {"text": "Fixed."},
+        {"text": "A slow one.", "tool_calls": [{"name": "write_file", "input": {"path": "src/Note.ts", "content": "export const note = 1;\n"}}]},
+        {"delay_ms": 4000, "text": "All done."}
     ]})
 }
 
@@ -277,6 +279,8 @@ async fn builder_ui_in_chromium() {
     ui.shot("02-first-prompt").await;
 
     // An edit of one component: hot update, no reload, typed state kept.
+    ui.until("the preview to settle", 20, "return window.kiln.preview.settled()").await;
+    ui.preview_shows("h1", "First heading", 10).await;
     ui.c.enter_parent_frame().await.unwrap();
     ui.c.find(Locator::Css("iframe.live")).await.unwrap().enter_frame().await.unwrap();
     ui.c.find(Locator::Css("input[aria-label=Name]")).await.unwrap().send_keys("Ada").await.unwrap();
@@ -356,10 +360,34 @@ async fn builder_ui_in_chromium() {
     assert_eq!(code, 200);
     assert!(body.contains("<h1>Quick hello</h1>"), "{body}");
 
-    // Reloading the page brings the session back (transcript and versions).
+    // Reload the page mid-stream: the transcript comes back from the log and
+    // the running turn's stream resumes to its end, with no duplicate cards.
+    ui.c.find(Locator::XPath("//input[@name='mode2' and @value='vm']/following-sibling::span"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let before = ui.js("return document.querySelectorAll('#messages .card').length").await.as_u64().unwrap();
+    ui.send("A slow change").await;
+    ui.until(
+        "the slow turn's card",
+        30,
+        &format!("return document.querySelectorAll('#messages .card').length > {before}"),
+    )
+    .await;
     ui.c.goto(&base).await.unwrap();
-    ui.until("the session to come back", 20, "return !document.getElementById('builder').hidden && document.querySelectorAll('#messages .msg.user').length >= 5").await;
-    ui.shot("09-reloaded").await;
+    ui.until("the session to come back", 20, "return !document.getElementById('builder').hidden && document.querySelectorAll('#messages .msg.user').length >= 6").await;
+    assert_eq!(ui.js("return window.kiln.state.running").await, Value::Bool(true), "reloaded while the turn ran");
+    ui.wait_idle().await;
+    let ids = ui.js("return [...document.querySelectorAll('#messages .card')].map(c => c.dataset.toolId)").await;
+    let ids: Vec<String> = serde_json::from_value(ids).unwrap();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "duplicate cards: {ids:?}");
+    assert_eq!(ids.len() as u64, before + 1, "{ids:?}");
+    let text = ui.js("return document.getElementById('messages').innerText").await;
+    assert!(text.as_str().unwrap().ends_with("All done.") || text.as_str().unwrap().contains("All done.\n"), "{text}");
+    ui.shot("09-reloaded-mid-stream").await;
 
     ui.c.clone().close().await.unwrap();
     drop(s);

@@ -27,8 +27,7 @@ fn script() -> Value {
         {"text": "Built."},
         {"delay_ms": 1500, "tool_calls": [write("Second heading")]},
         {"text": "Changed."},
-        {"delay_ms": 20000, "text": "never streamed: this turn is cancelled"},
-        {"text": "Hello from the CLI."}
+        {"delay_ms": 20000, "text": "never streamed: this turn is cancelled"}
     ]})
 }
 
@@ -107,7 +106,11 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     let long = "x".repeat(40 * 1024);
     assert_4xx(&post(&s, "/api/chat", &json!({"sessionKey": KEY, "prompt": long}).to_string()), 413, "limit is 32 KiB");
     let huge = "x".repeat(100 * 1024);
-    assert_eq!(post(&s, "/api/chat", &json!({"sessionKey": KEY, "prompt": huge}).to_string()).status, 413);
+    assert_4xx(
+        &post(&s, "/api/chat", &json!({"sessionKey": KEY, "prompt": huge}).to_string()),
+        413,
+        "request body over 64 KiB",
+    );
     assert_4xx(&get(&s, "/api/sessions/not-a-key"), 400, "invalid session key");
     assert_4xx(&get(&s, &format!("/api/sessions/{KEY}")), 404, "no such session");
     assert_4xx(&get(&s, "/api/chat/events?sessionKey=nope"), 400, "invalid session key");
@@ -156,6 +159,11 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     assert!(unknown.body.contains("not running"), "{}", unknown.body);
     let malformed = request("GET", &format!("{}/", s.url), &format!("nope.localhost:{port}"), None).unwrap();
     assert_eq!(malformed.status, 404);
+    // A Host that is neither Kiln nor a preview (DNS rebinding) is refused.
+    let outside =
+        request("POST", &format!("{}/api/chat/cancel", s.url), &format!("evil.example:{port}"), Some("{}")).unwrap();
+    assert_eq!(outside.status, 421, "{}", outside.body);
+    assert!(outside.body.contains("does not answer for Host"), "{}", outside.body);
 
     // Second prompt runs ~1.5 s; a third meanwhile is refused; the stream
     // of the running turn can be resumed from the last seq seen.
@@ -239,20 +247,34 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     let view: Value = serde_json::from_str(&get(&s, &format!("/api/sessions/{KEY}")).body).unwrap();
     assert_eq!(view["quick"]["versions"].as_array().unwrap().len(), 1);
 
-    // `kiln chat`: readable output, raw NDJSON, non-zero exit on an error.
+    // The sandbox dies: the next prompt gets a new one with the newest
+    // version restored into it. `kiln chat` prints that turn readably.
     let kiln = env!("CARGO_BIN_EXE_kiln");
+    let killed = std::process::Command::new(kiln)
+        .args(["sandbox", "kill", &sandbox])
+        .env("KILN_DATA_DIR", &s.data_dir)
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
     let out = std::process::Command::new(kiln)
         .args(["chat", "--server", &s.url, "--session", KEY, "Say hello"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("Hello from the CLI.") && stdout.contains("■ done: end_turn"), "{stdout}");
+    // A new sandbox runs a new agent, whose script starts over.
+    assert!(stdout.contains("Building it.") && stdout.contains("■ done: end_turn"), "{stdout}");
+    assert!(stdout.contains("booting: restore"), "the newest version was restored: {stdout}");
+    let view: Value = serde_json::from_str(&get(&s, &format!("/api/sessions/{KEY}")).body).unwrap();
+    let new_sandbox = view["sandbox"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_sandbox, sandbox, "a new sandbox replaced the dead one");
+    assert!(stdout.contains(&new_sandbox), "{stdout}");
+    preview_shows(&s, &format!("{new_sandbox}.localhost:{port}"), "/src/App.tsx", "First heading");
     let out = std::process::Command::new(kiln)
-        .args(["chat", "--server", &s.url, "--session", KEY, "--json", "One more"])
+        .args(["chat", "--server", &s.url, "--session", KEY, "--mode", "quick", "--json", "One more"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "the script is exhausted: an error event must fail the command");
+    assert_eq!(out.status.code(), Some(1), "the quick script is used up: an error event must fail the command");
     let lines = events(&String::from_utf8_lossy(&out.stdout));
     assert!(lines.iter().any(|e| e["type"] == "error"), "{lines:?}");
     let out =

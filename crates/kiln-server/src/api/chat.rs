@@ -74,8 +74,23 @@ fn ndjson(events: impl futures::Stream<Item = ChatEvent> + Send + 'static) -> Re
         .expect("static headers")
 }
 
-pub async fn post(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    let p = parse_prompt(&body)?;
+/// The body, or a clear 413 when it is over the server's limit.
+pub fn body_or_limit(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "request body over {} KiB; prompts may be up to {} KiB",
+            crate::serve::BODY_LIMIT / 1024,
+            MAX_PROMPT / 1024
+        )),
+        _ => ApiError::BadRequest(format!("could not read the request body: {e}")),
+    })
+}
+
+pub async fn post(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let p = parse_prompt(&body_or_limit(body)?)?;
     let key = p.key.as_str().to_owned();
     let first = chat::start(&st, p).map_err(|_| {
         ApiError::Conflict("a prompt is already running for this session; wait for it to finish or cancel it".into())
