@@ -51,8 +51,26 @@ pub async fn route(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
             );
             (StatusCode::MISDIRECTED_REQUEST, msg).into_response()
         }
+        _ if cross_site_write(&st, &req) => (
+            StatusCode::FORBIDDEN,
+            "cross-site request refused: Kiln's API only takes changes from its own pages (or clients without an Origin)",
+        )
+            .into_response(),
         _ => next.run(req).await,
     }
+}
+
+/// A browser request that changes something, sent by a page of another
+/// origin (another site, a preview, or a sandboxed quick app: `Origin:
+/// null`). Browsers always send `Origin` on such requests; `kiln chat`,
+/// curl and other non-browser clients send none and are not affected.
+fn cross_site_write(st: &AppState, req: &Request) -> bool {
+    if matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS) {
+        return false;
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return false };
+    let host = origin.split_once("://").map(|(_, h)| h);
+    !host.is_some_and(|h| st.cfg.edge.preview_id(h).is_none() && st.cfg.edge.serves_host(h, st.cfg.listen))
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {

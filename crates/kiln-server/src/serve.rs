@@ -147,7 +147,7 @@ pub async fn serve(mut cfg: Config) -> Result<(), ServeError> {
         chat_models: Default::default(),
     });
     tracing::info!(instance = %cfg.instance, store = state.pool.store().kind(), "Kiln is running at http://{}/", cfg.listen);
-    println!("Kiln is running at http://{}/", cfg.listen);
+    println!("Kiln is running at {}/", cfg.edge.public_url);
     axum::serve(listener, router(state)).await?;
     Ok(())
 }

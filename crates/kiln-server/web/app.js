@@ -30,7 +30,7 @@ function sessionKey() {
 const state = {
   key: sessionKey(),
   config: null,
-  demo: false,
+  demo: localStorage.getItem("kiln.demo") === "1",
   running: false,
   mode: "vm",
   shareUrl: null,
@@ -41,12 +41,12 @@ const preview = new Preview();
 const transcript = new Transcript();
 window.kiln = { state, preview }; // for tests and the curious
 
-function toast(text) {
+function toast(text, ms = 2200) {
   const t = $("toast");
   t.textContent = text;
   t.hidden = false;
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => (t.hidden = true), 2200);
+  toast.timer = setTimeout(() => (t.hidden = true), ms);
 }
 
 function status(text, kind = "") {
@@ -132,7 +132,11 @@ function onEvent(ev) {
       refreshSession();
       break;
     case "error":
-      transcript.error(ev.message);
+      transcript.error(
+        /no more turns/.test(ev.message)
+          ? "The recorded replay has no more steps. Configure a model (see the notice at the top) to keep building your own ideas."
+          : ev.message,
+      );
       if (ev.code === "no_model") $("no-model").hidden = false;
       break;
     case "done":
@@ -264,8 +268,9 @@ async function loadConfig() {
   }
   const c = state.config;
   if (!c.model) {
-    $("no-model").hidden = false;
+    $("no-model").hidden = state.demo;
     $("how-to").textContent = c.howTo;
+    if (state.demo) modelBadge("demo");
   } else {
     modelBadge(c.model);
   }
@@ -346,6 +351,7 @@ function wire() {
   };
   $("use-demo").onclick = () => {
     state.demo = true;
+    localStorage.setItem("kiln.demo", "1");
     modelBadge("demo");
     $("no-model").hidden = true;
     const mode = selectedMode("mode");
@@ -357,7 +363,9 @@ function wire() {
       await navigator.clipboard.writeText(state.shareUrl);
       toast("Link copied — anyone with it sees the live app");
     } catch {
-      window.prompt("Copy this link:", state.shareUrl);
+      // No clipboard access (an http:// deployment, a denied permission):
+      // show the link to copy by hand.
+      toast(`Share this link: ${state.shareUrl}`, 8000);
     }
   };
   $("open-btn").onclick = () => state.shareUrl && window.open(state.shareUrl, "_blank", "noopener");
@@ -390,6 +398,7 @@ function wire() {
   $("new-app").onclick = () => {
     if (state.running) return toast("Wait for the agent to finish first");
     localStorage.setItem(KEY, uuid());
+    localStorage.removeItem("kiln.demo");
     location.href = "/";
   };
 }

@@ -32,7 +32,8 @@ function describe(call) {
     return { icon: "🌐", text: what || `Browser: ${title}` };
   }
   if (call.kind === "edit" || input.content !== undefined) {
-    return { icon: "✎", text: input.path ? `Wrote ${input.path}` : title || "Edited a file" };
+    const verb = title.startsWith("Edit ") ? "Edited" : "Wrote";
+    return { icon: "✎", text: input.path ? `${verb} ${input.path}` : title || "Edited a file" };
   }
   if (call.kind === "read") return { icon: "📄", text: input.path ? `Read ${input.path}` : title };
   if (call.kind === "search") return { icon: "🔎", text: title || "Searched" };

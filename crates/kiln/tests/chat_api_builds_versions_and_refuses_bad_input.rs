@@ -164,6 +164,22 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
         request("POST", &format!("{}/api/chat/cancel", s.url), &format!("evil.example:{port}"), Some("{}")).unwrap();
     assert_eq!(outside.status, 421, "{}", outside.body);
     assert!(outside.body.contains("does not answer for Host"), "{}", outside.body);
+    // Cross-site writes from browsers (another site, a preview, a sandboxed
+    // quick app) are refused; Kiln's own page is not.
+    let body = json!({"sessionKey": KEY}).to_string();
+    for origin in ["http://evil.example", "null", &format!("http://{sandbox}.localhost:{port}")] {
+        let a =
+            server::request_from("POST", &format!("{}/api/chat/cancel", s.url), "localhost", Some(origin), Some(&body));
+        assert_eq!(a.unwrap().status, 403, "Origin {origin}");
+    }
+    let own = server::request_from(
+        "POST",
+        &format!("{}/api/chat/cancel", s.url),
+        "localhost",
+        Some(&format!("http://localhost:{port}")),
+        Some(&body),
+    );
+    assert_eq!(own.unwrap().status, 409, "Kiln's own page may cancel (nothing runs)");
 
     // Second prompt runs ~1.5 s; a third meanwhile is refused; the stream
     // of the running turn can be resumed from the last seq seen.

@@ -187,7 +187,7 @@ pub async fn quick_page(st: Arc<AppState>, id: String, sha: Option<String>) -> R
 
 pub const QUICK_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
 img-src data: blob:; media-src data: blob:; font-src data:; form-action 'none'; frame-ancestors *; \
-base-uri 'none'; sandbox allow-scripts allow-modals";
+base-uri 'none'; sandbox allow-scripts";
 
 pub async fn quick_newest(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     quick_page(st, id, None).await

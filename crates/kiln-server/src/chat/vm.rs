@@ -112,8 +112,12 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
         );
     };
     let client = EnvdClient::new(a.endpoint.clone());
+    // The demo is not among the models an agent offers, so it is set as a
+    // plain config value (kiln-agent accepts any `scripted:` path).
+    let demo =
+        kiln_types::agent::SetConfigRequest { config_id: "model".into(), value: st.models.demo_agent_model.clone() };
     if p.demo
-        && let Err(e) = client.agent_set_model(&agent.session_id, &st.models.demo_agent_model).await
+        && let Err(e) = client.agent_set_config(&agent.session_id, &demo).await
     {
         tracing::error!(error = %e, "selecting the demo model failed");
         return turn.fail("agent_error", "The agent did not accept the demo model; try again.", true);

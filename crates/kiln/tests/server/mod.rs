@@ -157,6 +157,11 @@ pub struct Answer {
 /// An HTTP call with an explicit `Host` header (preview hosts) and a JSON
 /// body; `None` if the server could not be reached.
 pub fn request(method: &str, url: &str, host: &str, body: Option<&str>) -> Option<Answer> {
+    request_from(method, url, host, None, body)
+}
+
+/// [`request`] with an `Origin` header, as a browser page would send.
+pub fn request_from(method: &str, url: &str, host: &str, origin: Option<&str>, body: Option<&str>) -> Option<Answer> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use http_body_util::BodyExt;
@@ -165,13 +170,15 @@ pub fn request(method: &str, url: &str, host: &str, body: Option<&str>) -> Optio
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
         tokio::spawn(conn);
-        let req = http::Request::builder()
+        let mut req = http::Request::builder()
             .method(method)
             .uri(uri.path_and_query()?.as_str())
             .header("host", host)
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned())))
-            .ok()?;
+            .header("content-type", "application/json");
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned()))).ok()?;
         let resp = sender.send_request(req).await.ok()?;
         let (parts, body) = resp.into_parts();
         let b = body.collect().await.ok()?.to_bytes();
