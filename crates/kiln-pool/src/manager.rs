@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kiln_sandbox::{Endpoint, EnvdClient, SandboxProvider};
 use kiln_store::{NewEntry, StaleRules, Store, now_ms};
 use kiln_types::envd::DevServerState;
-use kiln_types::{SandboxId, SandboxSpec};
+use kiln_types::{CpuPriority, SandboxId, SandboxSpec};
 use serde::Serialize;
 
 use crate::metrics_names as m;
@@ -32,6 +32,10 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// How long a boot may wait for the dev server.
     pub dev_ready_timeout: Duration,
+    /// How long the refill after a claim waits before booting: the person
+    /// who claimed is loading their preview right then, and on a small
+    /// host a booting sandbox would take a share of the CPU from it.
+    pub claim_refill_delay: Duration,
     pub spec: SandboxSpec,
     /// This server instance; recorded as the owner of the rows it reserves.
     pub instance: String,
@@ -46,6 +50,7 @@ impl PoolConfig {
             lease: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60 * 60),
             dev_ready_timeout: Duration::from_secs(60),
+            claim_refill_delay: Duration::from_secs(1),
             spec,
             instance: instance.into(),
         }
@@ -321,7 +326,7 @@ impl PoolManager {
             }
         });
         let result = tokio::select! {
-            r = self.boot(&id, &|phase, ms| {
+            r = self.boot(&id, CpuPriority::Background, &|phase, ms| {
                 metrics::histogram!(m::PREWARM_SECONDS, "phase" => phase.to_string()).record(ms as f64 / 1000.0);
             }) => r,
             _ = lost_rx => Err(PoolError::Boot { sandbox: sandbox.clone(), phase: BootPhase::Create, detail: "the pool row was reclaimed as stale".into() }),
@@ -361,6 +366,7 @@ impl PoolManager {
     async fn boot(
         &self,
         id: &SandboxId,
+        priority: CpuPriority,
         report: &(dyn Fn(BootPhase, u64) + Send + Sync),
     ) -> Result<(Endpoint, Option<String>), PoolError> {
         let fail = |phase, detail: String| PoolError::Boot { sandbox: id.to_string(), phase, detail };
@@ -372,6 +378,9 @@ impl PoolManager {
             .await
             .map_err(|e| fail(BootPhase::Create, e.to_string()))?;
         report(BootPhase::Create, t.elapsed().as_millis() as u64);
+        if priority != CpuPriority::Interactive {
+            self.set_priority(id, priority).await;
+        }
         let client = EnvdClient::new(created.endpoint.clone());
         if self.inner.cfg.spec.dev_server {
             let t = Instant::now();
@@ -396,6 +405,14 @@ impl PoolManager {
         let agent = self.inner.warmup.prewarm(&client, &ctx).await.map_err(|e| fail(BootPhase::Agent, e))?;
         report(BootPhase::Agent, t.elapsed().as_millis() as u64);
         Ok((created.endpoint, agent))
+    }
+
+    /// Best effort: a sandbox at the wrong weight still works, only slower
+    /// (or faster) under contention.
+    async fn set_priority(&self, id: &SandboxId, priority: CpuPriority) {
+        if let Err(e) = self.inner.provider.set_cpu_priority(id, priority).await {
+            tracing::warn!(sandbox = %id, ?priority, error = %e, "setting a sandbox's CPU priority failed");
+        }
     }
 
     async fn answers(client: &EnvdClient) -> bool {
@@ -455,6 +472,8 @@ impl PoolManager {
                 self.spawn_kill(&entry.sandbox_id);
                 continue;
             }
+            // Someone is waiting for this one now: it outweighs the refills.
+            self.set_priority(&id, CpuPriority::Interactive).await;
             let t = Instant::now();
             let ctx = WarmCtx {
                 sandbox_id: &id,
@@ -493,7 +512,7 @@ impl PoolManager {
 
         // Miss: boot inline, reporting each phase, then refill behind us.
         let id = SandboxId::random();
-        let booted = self.boot(&id, progress).await;
+        let booted = self.boot(&id, CpuPriority::Interactive, progress).await;
         let (endpoint, agent) = match booted {
             Ok(v) => v,
             Err(e) => {
@@ -550,9 +569,9 @@ impl PoolManager {
         rx.await.map_err(|_| PoolError::Claim("the claim batcher stopped".into()))?.map_err(PoolError::Claim)
     }
 
-    /// Refills in the background; failures are logged. Calls that arrive
-    /// while a refill runs collapse into a single follow-up refill, which
-    /// sees every claim made in the meantime.
+    /// Refills in the background after `claim_refill_delay`; failures are
+    /// logged. Calls that arrive while a refill waits or runs collapse into
+    /// a single follow-up refill, which sees every claim made meanwhile.
     pub fn spawn_topup(&self) {
         use std::sync::atomic::Ordering;
         if self.inner.refill_queued.swap(true, Ordering::AcqRel) {
@@ -560,6 +579,7 @@ impl PoolManager {
         }
         let me = self.clone();
         tokio::spawn(async move {
+            tokio::time::sleep(me.inner.cfg.claim_refill_delay).await;
             let _running = me.inner.refill.acquire().await.expect("never closed");
             me.inner.refill_queued.store(false, Ordering::Release);
             if let Err(e) = me.topup(None).await {

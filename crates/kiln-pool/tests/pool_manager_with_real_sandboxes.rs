@@ -1,5 +1,6 @@
 //! The pool manager end to end with real sandboxes, on both stores:
-//! top-up fills, claims hit in order and refill, a session reuses its
+//! top-up fills (at a low CPU weight), claims hit in order, get the normal
+//! weight back and refill, a session reuses its
 //! sandbox, an empty pool cold-boots with phases, stale rows and failed
 //! prewarms leave nothing behind, idle sessions are reaped, and a restarted
 //! server recovers its predecessor's rows.
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use kiln_pool::{BootPhase, NoWarmUp, PoolConfig, PoolManager, Source};
 use kiln_sandbox::{Created, EnvdClient, ProviderError, SandboxProvider};
 use kiln_store::Store;
-use kiln_types::{SandboxId, SandboxInfo, SandboxSpec};
+use kiln_types::{CpuPriority, SandboxId, SandboxInfo, SandboxSpec};
 
 /// Delegates to the real local provider and remembers what it created.
 struct Recording {
@@ -43,6 +44,30 @@ impl SandboxProvider for Recording {
     async fn connect(&self, id: &SandboxId) -> Result<EnvdClient, ProviderError> {
         self.inner.connect(id).await
     }
+    async fn set_cpu_priority(&self, id: &SandboxId, p: CpuPriority) -> Result<(), ProviderError> {
+        self.inner.set_cpu_priority(id, p).await
+    }
+}
+
+/// The sandbox's CPU weight as the kernel has it: `("cpu.shares", n)` on a
+/// v1 cpu hierarchy or `("cpu.weight", n)` on v2; `None` without a cpu
+/// controller (then sandboxes cannot be weighed at all).
+fn cpu_weight(id: &SandboxId) -> Option<(&'static str, u32)> {
+    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    roots.extend(std::fs::read_dir("/sys/fs/cgroup").ok()?.flatten().map(|e| e.path()));
+    for root in roots {
+        for parent in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            if !parent.file_name().to_string_lossy().starts_with(kiln_sandbox::cgroup::PARENT_PREFIX) {
+                continue;
+            }
+            for file in ["cpu.shares", "cpu.weight"] {
+                if let Ok(v) = std::fs::read_to_string(parent.path().join(id.as_str()).join(file)) {
+                    return Some((file, v.trim().parse().unwrap()));
+                }
+            }
+        }
+    }
+    None
 }
 
 struct Fixture {
@@ -115,11 +140,26 @@ async fn topup_fills_claims_hit_and_the_pool_refills_on_both_stores() {
         assert_eq!(f.pool.topup(None).await.unwrap().spawned, 0);
         f.wait_ready(2).await;
         let first = f.pool.status().await.unwrap().first_ready.unwrap().sandbox_id;
+        let weight = cpu_weight(&first.parse().unwrap());
+        match weight {
+            Some(w) => {
+                assert!(matches!(w, ("cpu.shares", 128) | ("cpu.weight", 12)), "a warm sandbox weighs less: {w:?}")
+            }
+            None if std::env::var("CI").as_deref() == Ok("true") => panic!("no cpu cgroup controller on a CI host"),
+            None => eprintln!("no cpu cgroup controller here: CPU weights not checked"),
+        }
 
         let a = f.pool.acquire(&key(1), &|_, _| {}).await.unwrap();
         assert_eq!(a.source, Source::Warm);
         assert_eq!(a.sandbox_id.as_str(), first, "the oldest ready sandbox is claimed first");
         EnvdClient::new(a.endpoint.clone()).health().await.expect("claimed sandbox answers");
+        if weight.is_some() {
+            let w = cpu_weight(&a.sandbox_id).unwrap();
+            assert!(
+                matches!(w, ("cpu.shares", 1024) | ("cpu.weight", 100)),
+                "a claimed sandbox weighs normally: {w:?}"
+            );
+        }
         // The claim spawned a refill: back to two ready.
         f.wait_ready(2).await;
         let again = f.pool.acquire(&key(1), &|_, _| {}).await.unwrap();
@@ -147,6 +187,9 @@ async fn an_empty_pool_cold_boots_and_reports_each_phase() {
     assert_eq!(a.source, Source::Cold);
     assert_eq!(*phases.lock().unwrap(), [BootPhase::Create, BootPhase::DevServer, BootPhase::Agent]);
     EnvdClient::new(a.endpoint.clone()).health().await.unwrap();
+    if let Some(w) = cpu_weight(&a.sandbox_id) {
+        assert!(matches!(w, ("cpu.shares", 1024) | ("cpu.weight", 100)), "someone waits for a cold boot: {w:?}");
+    }
     f.finish().await;
 }
 

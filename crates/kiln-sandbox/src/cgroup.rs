@@ -15,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln_types::Limits;
+use kiln_types::{CpuPriority, Limits};
 use serde::{Deserialize, Serialize};
 
 use crate::sys::Sys;
@@ -32,6 +32,12 @@ pub fn parent_for(data_dir: &Path) -> String {
     format!("{PARENT_PREFIX}{}", hex::encode(&h[..6]))
 }
 const CPU_PERIOD_US: u64 = 100_000;
+/// CPU weights (v2 `cpu.weight`, v1 `cpu.shares`) per priority. The kernel
+/// defaults are the interactive ones; background gets an eighth, enough to
+/// keep refilling the pool on a busy host, little enough that a warming
+/// sandbox barely delays a claimed one.
+const V2_WEIGHT: [(CpuPriority, u32); 2] = [(CpuPriority::Background, 12), (CpuPriority::Interactive, 100)];
+const V1_SHARES: [(CpuPriority, u32); 2] = [(CpuPriority::Background, 128), (CpuPriority::Interactive, 1024)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -230,6 +236,27 @@ impl SandboxCgroup {
         self.dirs.iter().map(|d| d.path.join("cgroup.procs")).collect()
     }
 
+    /// Sets the sandbox's CPU weight in whichever hierarchy has the cpu
+    /// controller. Returns whether any was found (a host without one
+    /// cannot weigh sandboxes; that is not an error).
+    pub fn set_cpu_priority(&self, sys: &dyn Sys, priority: CpuPriority) -> io::Result<bool> {
+        let pick =
+            |table: &[(CpuPriority, u32); 2]| table.iter().find(|(p, _)| *p == priority).map(|(_, w)| w.to_string());
+        let mut found = false;
+        for d in &self.dirs {
+            let (file, table) = match d.version {
+                Version::V2 => ("cpu.weight", &V2_WEIGHT),
+                Version::V1 => ("cpu.shares", &V1_SHARES),
+            };
+            let path = d.path.join(file);
+            if sys.exists(&path) {
+                sys.write(&path, &pick(table).unwrap_or_default())?;
+                found = true;
+            }
+        }
+        Ok(found)
+    }
+
     /// Member pids (from the first hierarchy; all hold the same processes).
     pub fn pids(&self, sys: &dyn Sys) -> Vec<i32> {
         let Some(d) = self.dirs.first() else {
@@ -328,6 +355,33 @@ proc /proc proc rw 0 0
 
     fn limits() -> Limits {
         Limits { memory_mib: 256, pids: 64, cpu_millicores: 500 }
+    }
+
+    #[test]
+    fn cpu_priority_writes_the_weight_of_the_hierarchy_that_has_cpu() {
+        let v1 = SandboxCgroup {
+            dirs: vec![
+                CgDir { path: "/sys/fs/cgroup/unified/k/a".into(), version: Version::V2 },
+                CgDir { path: "/sys/fs/cgroup/cpu/k/a".into(), version: Version::V1 },
+                CgDir { path: "/sys/fs/cgroup/memory/k/a".into(), version: Version::V1 },
+            ],
+        };
+        let sys = RecordingSys::with_files(&[("/sys/fs/cgroup/cpu/k/a/cpu.shares", "1024")]);
+        assert!(v1.set_cpu_priority(&sys, CpuPriority::Background).unwrap());
+        assert_eq!(sys.read(Path::new("/sys/fs/cgroup/cpu/k/a/cpu.shares")).unwrap(), "128");
+        assert!(v1.set_cpu_priority(&sys, CpuPriority::Interactive).unwrap());
+        assert_eq!(sys.read(Path::new("/sys/fs/cgroup/cpu/k/a/cpu.shares")).unwrap(), "1024");
+        let writes = sys.calls().into_iter().filter(|c| matches!(c, Call::Write(..))).count();
+        assert_eq!(writes, 2, "only the cpu hierarchy is written");
+
+        let v2 = SandboxCgroup { dirs: vec![CgDir { path: "/sys/fs/cgroup/k/a".into(), version: Version::V2 }] };
+        let sys = RecordingSys::with_files(&[("/sys/fs/cgroup/k/a/cpu.weight", "100")]);
+        assert!(v2.set_cpu_priority(&sys, CpuPriority::Background).unwrap());
+        assert_eq!(sys.read(Path::new("/sys/fs/cgroup/k/a/cpu.weight")).unwrap(), "12");
+
+        let none = RecordingSys::default();
+        assert!(!v2.set_cpu_priority(&none, CpuPriority::Background).unwrap(), "no cpu controller: nothing to weigh");
+        assert!(none.calls().is_empty());
     }
 
     #[test]

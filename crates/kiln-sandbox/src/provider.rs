@@ -3,7 +3,7 @@
 //! microVM or Kubernetes backend can follow without touching callers.
 
 use async_trait::async_trait;
-use kiln_types::{SandboxId, SandboxInfo, SandboxSpec, SandboxState};
+use kiln_types::{CpuPriority, SandboxId, SandboxInfo, SandboxSpec, SandboxState};
 
 use crate::envd_client::{Endpoint, EnvdClient};
 
@@ -57,7 +57,11 @@ pub trait SandboxProvider: Send + Sync {
     /// Killing an unknown id is `NotFound`; killing twice is harmless.
     async fn kill(&self, id: &SandboxId) -> Result<(), ProviderError>;
     async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError>;
-    /// A client for the sandbox's envd.
+    /// Weighs the sandbox's CPU against other sandboxes' (see
+    /// [`CpuPriority`]). Backends that cannot weigh sandboxes ignore it.
+    async fn set_cpu_priority(&self, _id: &SandboxId, _priority: CpuPriority) -> Result<(), ProviderError> {
+        Ok(())
+    }
     /// Where the host's model gateway should listen for this sandbox, if
     /// the backend has such a socket.
     fn host_socket(&self, _id: &SandboxId) -> Option<std::path::PathBuf> {
@@ -70,5 +74,6 @@ pub trait SandboxProvider: Send + Sync {
         None
     }
 
+    /// A client for the sandbox's envd.
     async fn connect(&self, id: &SandboxId) -> Result<EnvdClient, ProviderError>;
 }

@@ -18,6 +18,7 @@
 //! | pool row max age | `KILN_POOL_MAX_AGE` | `pool.max_age` | `45m` |
 //! | warming lease | `KILN_POOL_LEASE` | `pool.lease` | `30s` |
 //! | maintenance interval | `KILN_POOL_MAINTENANCE_INTERVAL` | `pool.maintenance_interval` | `15s` |
+//! | refill delay after a claim | `KILN_POOL_CLAIM_REFILL_DELAY` | `pool.claim_refill_delay` | `1s` |
 //! | admin token | `KILN_POOL_ADMIN_TOKEN` | `pool.admin_token` | unset: pool endpoints open |
 //! | instance name | `KILN_INSTANCE` | `instance` | derived from host name and data dir |
 //!
@@ -146,6 +147,7 @@ pub struct PoolSettings {
     pub max_age: Duration,
     pub lease: Duration,
     pub maintenance_interval: Duration,
+    pub claim_refill_delay: Duration,
     pub admin_token: Option<String>,
 }
 
@@ -178,6 +180,7 @@ struct FilePool {
     max_age: Option<String>,
     lease: Option<String>,
     maintenance_interval: Option<String>,
+    claim_refill_delay: Option<String>,
     admin_token: Option<String>,
 }
 
@@ -343,6 +346,7 @@ impl Config {
             max_age: dur("KILN_POOL_MAX_AGE", file.pool.max_age, "45m")?,
             lease: dur("KILN_POOL_LEASE", file.pool.lease, "30s")?,
             maintenance_interval: dur("KILN_POOL_MAINTENANCE_INTERVAL", file.pool.maintenance_interval, "15s")?,
+            claim_refill_delay: dur("KILN_POOL_CLAIM_REFILL_DELAY", file.pool.claim_refill_delay, "1s")?,
             admin_token,
         };
         let instance = env.get("KILN_INSTANCE").or(file.instance).unwrap_or_else(|| default_instance(&data_dir));

@@ -62,6 +62,7 @@ pub fn pool_config(cfg: &Config) -> PoolConfig {
         max_age: cfg.pool.max_age,
         lease: cfg.pool.lease,
         idle_timeout: cfg.sandbox.idle_timeout,
+        claim_refill_delay: cfg.pool.claim_refill_delay,
         ..PoolConfig::new(cfg.app_spec(), cfg.instance.clone())
     }
 }

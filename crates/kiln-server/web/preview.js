@@ -104,12 +104,12 @@ export class Preview {
     });
   }
 
-  /** Loads the preview in the standby frame and swaps when it has loaded. */
   /** No hot update awaited and no reload in flight. */
   settled() {
     return !this.waiting && !this.swapping;
   }
 
+  /** Loads the preview in the standby frame and swaps when it has loaded. */
   reload() {
     if (!this.url) return;
     this.stats.reloads++;

@@ -10,7 +10,7 @@ pub mod chat;
 pub mod envd;
 pub mod sandbox;
 
-pub use sandbox::{Limits, SandboxId, SandboxIdError, SandboxInfo, SandboxSpec, SandboxState};
+pub use sandbox::{CpuPriority, Limits, SandboxId, SandboxIdError, SandboxInfo, SandboxSpec, SandboxState};
 
 pub mod session;
 pub use session::{SessionKey, SessionKeyError};

@@ -94,6 +94,17 @@ impl fmt::Display for SandboxState {
     }
 }
 
+/// How a sandbox's CPU time is weighed against other sandboxes' when the
+/// host is busy (its quota is a separate, hard limit). Sandboxes warming in
+/// the pool are `Background`, so a refill never slows down the preview of a
+/// person who is waiting; a sandbox becomes `Interactive` when it is claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuPriority {
+    Background,
+    Interactive,
+}
+
 /// Resource limits of one sandbox. Every limit is enforced by the kernel
 /// (cgroups); `kiln doctor` reports which controllers the host offers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -6,7 +6,9 @@
 //!   from the preview.
 //!
 //! Both are read from the page's own clock (`window.kiln.preview.marks`,
-//! `performance.now()`), so WebDriver round trips are not counted.
+//! `performance.now()`), so WebDriver round trips are not counted. The
+//! first paint is also broken down with the preview frame's own timings,
+//! so a regression shows where it happened.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,6 +105,34 @@ async fn between(c: &Client, from: &str, to: &str) -> anyhow::Result<Option<f64>
     Ok(marks[start..].iter().find(|(n, _)| n == to).map(|(_, t)| t - marks[start].1))
 }
 
+/// Where the first paint's time went, read from the preview frame's own
+/// Navigation and Resource Timing and aligned with the builder's clock via
+/// both documents' `performance.timeOrigin`: [click → the frame starts
+/// navigating, → its document arrived, → its last module arrived, → load].
+async fn paint_phases(c: &Client) -> anyhow::Result<[f64; 4]> {
+    let parent = js(
+        c,
+        "const m = window.kiln.preview.marks.filter(m => m.name === 'send').pop(); \
+         return performance.timeOrigin + m.t",
+    )
+    .await?
+    .as_f64()
+    .context("no send mark")?;
+    c.find(Locator::Css("#preview-a")).await?.enter_frame().await?;
+    let f = c
+        .execute(
+            "const n = performance.getEntriesByType('navigation')[0]; \
+             const last = Math.max(n.responseEnd, ...performance.getEntriesByType('resource').map(r => r.responseEnd)); \
+             return [performance.timeOrigin, n.responseEnd, last, n.loadEventStart]",
+            vec![],
+        )
+        .await?;
+    c.enter_parent_frame().await?;
+    let f: Vec<f64> = serde_json::from_value(f).context("preview timings")?;
+    let [origin, doc, last, load] = f[..] else { bail!("preview timings: {f:?}") };
+    Ok([origin - parent, doc, last - doc, load - last])
+}
+
 /// Stops the server, then kills every sandbox it left in `data` (the
 /// sessions' sandboxes outlive a server by design).
 async fn clean_up(server: Kill, data: &str) -> anyhow::Result<()> {
@@ -158,6 +188,7 @@ async fn measure_with(
     let base = format!("http://localhost:{port}");
     let (_driver, c) = browser(&dir.join("profile")).await?;
     let (mut paint, mut hmr, mut reloads, mut claim) = (vec![], vec![], 0, vec![]);
+    let mut phases: [Vec<f64>; 4] = Default::default();
     for i in 0..runs {
         // A new session each run, and warm sandboxes waiting for it.
         let t = Instant::now();
@@ -189,6 +220,9 @@ async fn measure_with(
         .await?;
         paint.push(between(&c, "send", "preview-load").await?.context("no preview load after send")?);
         claim.push(between(&c, "send", "session").await?.context("no session event after send")?);
+        for (all, x) in phases.iter_mut().zip(paint_phases(&c).await?) {
+            all.push(x);
+        }
         until(&c, "the turn", 60, "return !window.kiln.state.running && window.kiln.preview.settled()").await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = js(&c, "return window.kiln.preview.stats.reloads").await?.as_u64().unwrap_or(0);
@@ -214,6 +248,15 @@ async fn measure_with(
     println!("kiln bench e2e: {runs} runs, headless Chromium, warm pool, scripted model");
     crate::bench::report("click Build → first preview paint (target ≤ 400 ms)", &mut paint, "ms");
     crate::bench::report("  of which click → session event (claim)", &mut claim, "ms");
+    let names = [
+        "  click → preview starts loading",
+        "  → its document arrived",
+        "  → its last module arrived",
+        "  → its load event",
+    ];
+    for (name, xs) in names.iter().zip(phases.iter_mut()) {
+        crate::bench::report(name, xs, "ms");
+    }
     if hmr.is_empty() {
         println!("agent file write → hmr:after: no edit was hot-updated");
     } else {

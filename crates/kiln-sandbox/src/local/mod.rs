@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kiln_types::{SandboxId, SandboxInfo, SandboxSpec, SandboxState};
+use kiln_types::{CpuPriority, SandboxId, SandboxInfo, SandboxSpec, SandboxState};
 pub use meta::{Dirs, Meta, now_ms};
 
 use crate::cgroup::{Layout, SandboxCgroup};
@@ -393,6 +393,14 @@ impl SandboxProvider for LocalProvider {
 
     async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError> {
         self.list_blocking()
+    }
+
+    async fn set_cpu_priority(&self, id: &SandboxId, priority: CpuPriority) -> Result<(), ProviderError> {
+        let meta = Meta::load(&self.dirs(id).meta()).map_err(|_| ProviderError::NotFound(id.clone()))?;
+        meta.cgroup
+            .set_cpu_priority(self.sys.as_ref(), priority)
+            .map_err(ProviderError::io(format!("setting the CPU priority of sandbox {id}")))?;
+        Ok(())
     }
 
     fn app_dir(&self, id: &SandboxId) -> Option<PathBuf> {
