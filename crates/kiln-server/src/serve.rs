@@ -122,7 +122,14 @@ pub async fn serve(mut cfg: Config) -> Result<(), ServeError> {
             Arc::new(kiln_bridge::AcpWarmUp::new(setup, Some(gateway.clone())))
         }
         None => {
-            tracing::warn!("no agent configured (KILN_AGENT): sandboxes are warm without one");
+            if cfg.agent.explicit_none {
+                tracing::warn!("KILN_AGENT=none: sandboxes are warm without an agent; prompts will be refused");
+            } else {
+                tracing::error!(
+                    "kiln-agent was not found next to the kiln binary, so sandboxes have no agent and prompts will \
+                     be refused: build it (cargo build --release -p kiln-agent) or set KILN_AGENT"
+                );
+            }
             Arc::new(NoWarmUp)
         }
     };

@@ -59,7 +59,7 @@ async fn demo_model_builds_edits_restores_and_shares() {
     // Edit: the demo's next step is a dark theme and a moon in the title.
     ui.until("the preview to settle", 20, "return window.kiln.preview.settled()").await;
     ui.send("Make it dark").await;
-    ui.preview_shows("h1", "Split the bill 🌙", 30).await;
+    ui.preview_shows("h1", "Split the bill ☾", 30).await;
     ui.wait_idle().await;
     ui.shot("03-demo-edited").await;
 

@@ -105,11 +105,13 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
         prompt: p.text.clone(),
     });
     let Some(agent) = AgentSession::parse(a.agent_session.as_deref()) else {
-        return turn.fail(
-            "no_agent",
-            "This server runs sandboxes without an agent (KILN_AGENT=none); the preview works, but prompts need an agent.",
-            false,
-        );
+        let why = if st.cfg.agent.explicit_none {
+            "This server runs sandboxes without an agent (KILN_AGENT=none); the preview works, but prompts need an agent."
+        } else {
+            "This server has no agent to run: kiln-agent is not installed next to the kiln binary. Rebuild Kiln \
+             (cargo build --release -p kiln-agent) or set KILN_AGENT, then restart kiln serve."
+        };
+        return turn.fail("no_agent", why, false);
     };
     let client = EnvdClient::new(a.endpoint.clone());
     // The demo is not among the models an agent offers, so it is set as a

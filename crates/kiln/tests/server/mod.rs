@@ -21,18 +21,21 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `kiln-envd` (and `kiln-agent`, which the server finds next to `kiln`),
+/// built from this checkout once per test binary: `cargo test -p kiln`
+/// alone builds neither, and a stale one would test old code.
 pub fn envd_bin() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kiln")).with_file_name("kiln-envd");
-    if !bin.exists() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "kiln-envd", "--bin", "kiln-envd"])
+            .args(["build", "-q", "-p", "kiln-envd", "--bin", "kiln-envd", "-p", "kiln-agent", "--bin", "kiln-agent"])
             .status()
             .unwrap()
             .success();
-        assert!(ok, "building kiln-envd failed");
-    }
-    bin
+        assert!(ok, "building kiln-envd and kiln-agent failed");
+    });
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln")).with_file_name("kiln-envd")
 }
 
 impl Server {
