@@ -74,6 +74,7 @@ struct Fixture {
     pool: PoolManager,
     provider: Arc<Recording>,
     env: &'static support::Env,
+    refill_delay: Duration,
 }
 
 impl Fixture {
@@ -87,8 +88,9 @@ impl Fixture {
         let mut cfg = PoolConfig::new(SandboxSpec::app(), format!("test-{}", kiln_store::new_id()));
         cfg.target = 0;
         tweak(&mut cfg);
+        let refill_delay = cfg.claim_refill_delay;
         let pool = PoolManager::new(store, provider.clone() as Arc<dyn SandboxProvider>, Arc::new(NoWarmUp), cfg);
-        Fixture { pool, provider, env }
+        Fixture { pool, provider, env, refill_delay }
     }
 
     async fn wait_ready(&self, n: u32) {
@@ -104,7 +106,16 @@ impl Fixture {
     }
 
     /// Kills everything this fixture created and asserts nothing is left.
+    /// A refill that a claim queued starts after the refill delay; it is let
+    /// start and finish first, or it would boot a sandbox after the kills
+    /// below that the ending test process would leave running.
     async fn finish(self) {
+        tokio::time::sleep(self.refill_delay + Duration::from_millis(300)).await;
+        let t = Instant::now();
+        while self.pool.status().await.unwrap().warming > 0 {
+            assert!(t.elapsed() < Duration::from_secs(60), "a refill never finished");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.pool.drain().await.unwrap();
         let created = self.provider.created.lock().unwrap().clone();
         for id in &created {
