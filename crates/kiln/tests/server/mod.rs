@@ -25,17 +25,13 @@ pub fn free_port() -> u16 {
 /// built from this checkout once per test binary: `cargo test -p kiln`
 /// alone builds neither, and a stale one would test old code.
 pub fn envd_bin() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "kiln-envd", "--bin", "kiln-envd", "-p", "kiln-agent", "--bin", "kiln-agent"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building kiln-envd and kiln-agent failed");
-    });
-    PathBuf::from(env!("CARGO_BIN_EXE_kiln")).with_file_name("kiln-envd")
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            kiln_testkit::built("kiln-agent", "kiln-agent");
+            kiln_testkit::built("kiln-envd", "kiln-envd")
+        })
+        .clone()
 }
 
 impl Server {
