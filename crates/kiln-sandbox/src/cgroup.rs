@@ -32,12 +32,19 @@ pub fn parent_for(data_dir: &Path) -> String {
     format!("{PARENT_PREFIX}{}", hex::encode(&h[..6]))
 }
 const CPU_PERIOD_US: u64 = 100_000;
-/// CPU weights (v2 `cpu.weight`, v1 `cpu.shares`) per priority. The kernel
-/// defaults are the interactive ones; background gets an eighth, enough to
-/// keep refilling the pool on a busy host, little enough that a warming
-/// sandbox barely delays a claimed one.
-const V2_WEIGHT: [(CpuPriority, u32); 2] = [(CpuPriority::Background, 12), (CpuPriority::Interactive, 100)];
-const V1_SHARES: [(CpuPriority, u32); 2] = [(CpuPriority::Background, 128), (CpuPriority::Interactive, 1024)];
+
+/// The CPU weight file of a hierarchy and its value for `priority`. The
+/// kernel defaults are the interactive ones; background gets an eighth,
+/// enough to keep refilling the pool on a busy host, little enough that a
+/// warming sandbox barely delays a claimed one.
+fn cpu_weight(version: Version, priority: CpuPriority) -> (&'static str, u32) {
+    match (version, priority) {
+        (Version::V2, CpuPriority::Interactive) => ("cpu.weight", 100),
+        (Version::V2, CpuPriority::Background) => ("cpu.weight", 12),
+        (Version::V1, CpuPriority::Interactive) => ("cpu.shares", 1024),
+        (Version::V1, CpuPriority::Background) => ("cpu.shares", 128),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -240,17 +247,12 @@ impl SandboxCgroup {
     /// controller. Returns whether any was found (a host without one
     /// cannot weigh sandboxes; that is not an error).
     pub fn set_cpu_priority(&self, sys: &dyn Sys, priority: CpuPriority) -> io::Result<bool> {
-        let pick =
-            |table: &[(CpuPriority, u32); 2]| table.iter().find(|(p, _)| *p == priority).map(|(_, w)| w.to_string());
         let mut found = false;
         for d in &self.dirs {
-            let (file, table) = match d.version {
-                Version::V2 => ("cpu.weight", &V2_WEIGHT),
-                Version::V1 => ("cpu.shares", &V1_SHARES),
-            };
+            let (file, weight) = cpu_weight(d.version, priority);
             let path = d.path.join(file);
             if sys.exists(&path) {
-                sys.write(&path, &pick(table).unwrap_or_default())?;
+                sys.write(&path, &weight.to_string())?;
                 found = true;
             }
         }

@@ -66,12 +66,8 @@ async fn builder_ui_in_chromium() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let script_path = dir.path().join("script.json");
-    std::fs::write(&script_path, script().to_string()).unwrap();
-    let quick_path = dir.path().join("quick.json");
-    std::fs::write(&quick_path, quick_script().to_string()).unwrap();
-    let model = format!("scripted:{}", script_path.display());
-    let quick = format!("scripted:{}", quick_path.display());
+    let model = server::scripted_model(dir.path(), "script.json", &script());
+    let quick = server::scripted_model(dir.path(), "quick.json", &quick_script());
     let data = dir.path().join("data");
     let s = tokio::task::spawn_blocking(move || {
         let mut s = Server::start(

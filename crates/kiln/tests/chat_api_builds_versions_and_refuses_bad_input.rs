@@ -82,12 +82,8 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let script_path = dir.path().join("script.json");
-    std::fs::write(&script_path, script().to_string()).unwrap();
-    let quick_path = dir.path().join("quick.json");
-    std::fs::write(&quick_path, quick_script().to_string()).unwrap();
-    let model = format!("scripted:{}", script_path.display());
-    let quick = format!("scripted:{}", quick_path.display());
+    let model = server::scripted_model(dir.path(), "script.json", &script());
+    let quick = server::scripted_model(dir.path(), "quick.json", &quick_script());
     let mut s = Server::start(
         &dir.path().join("data"),
         &[("KILN_MODEL", &model), ("KILN_QUICK_MODEL", &quick), ("KILN_POOL_TARGET_SIZE", "1")],

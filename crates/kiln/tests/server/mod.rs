@@ -17,6 +17,14 @@ pub struct Server {
     pub log: PathBuf,
 }
 
+/// Writes a scripted model's turns to `dir/name` (docs/scripted-model.md)
+/// and returns the `KILN_MODEL` value that selects it.
+pub fn scripted_model(dir: &Path, name: &str, turns: &serde_json::Value) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, turns.to_string()).unwrap();
+    format!("scripted:{}", path.display())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -125,25 +133,11 @@ pub fn reclaim_all(data_dir: &Path) {
 
 /// A blocking HTTP call with `curl`-like semantics: (status, body).
 pub fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> Option<(u16, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        use http_body_util::BodyExt;
-        let uri: http::Uri = url.parse().ok()?;
-        let stream = tokio::net::TcpStream::connect((uri.host()?, uri.port_u16()?)).await.ok()?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(conn);
-        let mut req =
-            http::Request::builder().method(method).uri(uri.path_and_query()?.as_str()).header("host", "localhost");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned()))).ok()?;
-        let resp = sender.send_request(req).await.ok()?;
-        let status = resp.status().as_u16();
-        let b = resp.into_body().collect().await.ok()?.to_bytes();
-        Some((status, String::from_utf8_lossy(&b).into_owned()))
-    })
+    let mut headers = vec![("host", "localhost".to_owned())];
+    if let Some(t) = token {
+        headers.push(("authorization", format!("Bearer {t}")));
+    }
+    send(method, url, &headers, body).map(|a| (a.status, a.body))
 }
 
 /// A full answer: status, headers, body.
@@ -161,6 +155,16 @@ pub fn request(method: &str, url: &str, host: &str, body: Option<&str>) -> Optio
 
 /// [`request`] with an `Origin` header, as a browser page would send.
 pub fn request_from(method: &str, url: &str, host: &str, origin: Option<&str>, body: Option<&str>) -> Option<Answer> {
+    let mut headers = vec![("host", host.to_owned()), ("content-type", "application/json".to_owned())];
+    if let Some(o) = origin {
+        headers.push(("origin", o.to_owned()));
+    }
+    send(method, url, &headers, body)
+}
+
+/// One HTTP/1.1 request on a fresh connection, blocking; `None` if the
+/// server could not be reached.
+fn send(method: &str, url: &str, headers: &[(&str, String)], body: Option<&str>) -> Option<Answer> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use http_body_util::BodyExt;
@@ -169,13 +173,9 @@ pub fn request_from(method: &str, url: &str, host: &str, origin: Option<&str>, b
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
         tokio::spawn(conn);
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(uri.path_and_query()?.as_str())
-            .header("host", host)
-            .header("content-type", "application/json");
-        if let Some(o) = origin {
-            req = req.header("origin", o);
+        let mut req = http::Request::builder().method(method).uri(uri.path_and_query()?.as_str());
+        for (k, v) in headers {
+            req = req.header(*k, v);
         }
         let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or("").to_owned()))).ok()?;
         let resp = sender.send_request(req).await.ok()?;
