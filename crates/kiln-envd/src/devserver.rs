@@ -114,7 +114,7 @@ impl DevServer {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
+        let mut child = match crate::reaper::spawn(&mut cmd) {
             Ok(c) => c,
             Err(e) => {
                 self.log(format!("[kiln-envd] cannot start vite: {e}"));

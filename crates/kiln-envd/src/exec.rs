@@ -67,7 +67,7 @@ async fn run(req: ExecRequest, default_cwd: &std::path::Path, tx: mpsc::Sender<B
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::reaper::spawn(&mut cmd) {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(line(&ExecEvent::Error { message: format!("cannot start {:?}: {e}", req.cmd) })).await;

@@ -14,7 +14,9 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod gateway_fwd;
+pub mod logsink;
 pub mod proxy;
+pub mod reaper;
 mod routes;
 
 use std::path::PathBuf;
@@ -38,6 +40,9 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub socket: PathBuf,
+    /// A listening unix socket handed over by the sandbox runtime; `socket`
+    /// is not bound when it is set.
+    pub listen_fd: Option<i32>,
     pub app_dir: PathBuf,
     pub token: String,
     pub dev_server: bool,
@@ -69,8 +74,21 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         });
     }
     let state = AppState { token: config.token.into(), app, dev, agent, started: Instant::now() };
-    let _ = std::fs::remove_file(&config.socket);
-    let listener = tokio::net::UnixListener::bind(&config.socket)?;
-    tracing::info!(socket = %config.socket.display(), "kiln-envd listening");
+    reaper::start();
+    let listener = match config.listen_fd {
+        Some(fd) => {
+            // SAFETY: the runtime hands this descriptor to envd alone, and
+            // nothing else in envd refers to it.
+            let l = unsafe { <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            l.set_nonblocking(true)?;
+            tracing::info!(fd, "kiln-envd listening on the runtime's socket");
+            tokio::net::UnixListener::from_std(l)?
+        }
+        None => {
+            let _ = std::fs::remove_file(&config.socket);
+            tracing::info!(socket = %config.socket.display(), "kiln-envd listening");
+            tokio::net::UnixListener::bind(&config.socket)?
+        }
+    };
     axum::serve(listener, routes::router(state)).await
 }

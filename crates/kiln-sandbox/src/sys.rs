@@ -19,6 +19,11 @@ pub trait Sys: Send + Sync + 'static {
     /// Unmounts `target`; falls back to a lazy detach if it is busy.
     fn unmount(&self, target: &Path) -> io::Result<()>;
     fn kill(&self, pid: i32, signal: i32) -> io::Result<()>;
+    /// Signals `pid` only if it is still the process that started at
+    /// `started` (clock ticks since boot, `/proc/<pid>/stat` field 22),
+    /// through a pidfd so the check and the signal name the same process.
+    /// `Ok(false)`: that process is gone (nothing was signalled).
+    fn kill_verified(&self, pid: i32, started: u64, signal: i32) -> io::Result<bool>;
     fn remove_tree(&self, p: &Path) -> io::Result<()>;
 }
 
@@ -67,6 +72,25 @@ impl Sys for HostSys {
     }
     fn kill(&self, pid: i32, signal: i32) -> io::Result<()> {
         if unsafe { libc::kill(pid, signal) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+    fn kill_verified(&self, pid: i32, started: u64, signal: i32) -> io::Result<bool> {
+        let Some(p) = rustix::process::Pid::from_raw(pid) else { return Ok(false) };
+        let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        // The pidfd now pins one process; if it is not the one that started
+        // at `started`, the pid was recycled and the signal is not ours to send.
+        if crate::local::meta::start_time(pid) != Some(started) {
+            return Ok(false);
+        }
+        let sig = rustix::process::Signal::from_named_raw(signal).ok_or_else(|| io::Error::other("bad signal"))?;
+        match rustix::process::pidfd_send_signal(&fd, sig) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::SRCH) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
     fn remove_tree(&self, p: &Path) -> io::Result<()> {
         match std::fs::remove_dir_all(p) {
@@ -154,6 +178,10 @@ impl Sys for RecordingSys {
     fn kill(&self, pid: i32, signal: i32) -> io::Result<()> {
         self.rec(Call::Kill(pid, signal));
         Ok(())
+    }
+    fn kill_verified(&self, pid: i32, _started: u64, signal: i32) -> io::Result<bool> {
+        self.rec(Call::Kill(pid, signal));
+        Ok(true)
     }
     fn remove_tree(&self, p: &Path) -> io::Result<()> {
         self.rec(Call::RemoveTree(p.to_owned()));

@@ -26,12 +26,12 @@ async fn host_paths_other_sandboxes_and_host_processes_are_invisible() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "", "another sandbox's file found from inside");
 
-    // Its own pid namespace: a handful of processes, pid 1 is bubblewrap.
+    // Its own pid namespace: a handful of processes, pid 1 is envd itself.
     let (_, out, _) = a.sh("ls /proc | grep -cE '^[0-9]+$'; cat /proc/1/comm").await;
     let mut lines = out.lines();
     let count: usize = lines.next().unwrap().parse().unwrap();
     assert!(count < 20, "{count} processes visible: the host's /proc leaks in");
-    assert_eq!(lines.next(), Some("bwrap"));
+    assert_eq!(lines.next(), Some("kiln-envd"));
 
     // Runs as the unprivileged uid with no capabilities.
     let (_, out, _) = a.sh("id -u; grep CapEff /proc/self/status").await;

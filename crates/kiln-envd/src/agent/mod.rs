@@ -164,13 +164,18 @@ impl AgentHost {
             .current_dir(self.shared.app.path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child =
-            cmd.spawn().map_err(|e| EnvdError::Agent(format!("cannot start the agent {:?}: {e}", command[0])))?;
+        let mut child = crate::reaper::spawn(&mut cmd)
+            .map_err(|e| EnvdError::Agent(format!("cannot start the agent {:?}: {e}", command[0])))?;
         let pid = child.id().unwrap_or(0);
         st.starts += 1;
+        // The agent's stderr (and its MCP servers') reaches the log only
+        // through envd's bounded pump, never straight into the host's file.
+        if let Some(err) = child.stderr.take() {
+            crate::logsink::pump("agent", err);
+        }
         let (stdin, stdout) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
         let (conn, stop) = client::connect(stdin, stdout, self.shared.clone()).await?;
         let init: AcpInit = serde_json::from_value(json!({

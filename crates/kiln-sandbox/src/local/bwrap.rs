@@ -14,6 +14,12 @@
 use std::path::{Path, PathBuf};
 
 /// The namespaces every sandbox gets, and no nested user namespaces inside.
+///
+/// `--as-pid-1` makes envd itself the pid namespace's init: the kernel
+/// delivers no signal to a namespace's init from inside the namespace unless
+/// init installed a handler for it, so no code in the sandbox (same uid or
+/// not) can kill or stop envd. envd reaps orphans itself (`kiln-envd`'s
+/// `reaper` module).
 pub const NAMESPACE_FLAGS: &[&str] = &[
     "--unshare-user",
     "--unshare-ipc",
@@ -22,13 +28,26 @@ pub const NAMESPACE_FLAGS: &[&str] = &[
     "--unshare-uts",
     "--unshare-cgroup",
     "--disable-userns",
+    "--as-pid-1",
 ];
 
-/// With egress, pasta has already made the user and network namespaces
-/// (mapping the sandbox uid to 0 inside); bwrap must not make another user
-/// namespace there, so it makes the rest and drops every capability.
-pub const EGRESS_NAMESPACE_FLAGS: &[&str] =
-    &["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup", "--cap-drop", "ALL"];
+/// With egress, pasta has already made a user namespace (mapping the sandbox
+/// uid to 0 inside, with every capability there) and the network namespace.
+/// bwrap keeps pasta's network but makes a user namespace of its own inside
+/// pasta's, mapped back to the sandbox uid with no capabilities, and disables
+/// any further one: code in an egress sandbox can no more create a user
+/// namespace (and so hold capabilities) than code in any other sandbox.
+pub const EGRESS_NAMESPACE_FLAGS: &[&str] = &[
+    "--unshare-user",
+    "--unshare-ipc",
+    "--unshare-pid",
+    "--unshare-uts",
+    "--unshare-cgroup",
+    "--disable-userns",
+    "--as-pid-1",
+    "--cap-drop",
+    "ALL",
+];
 
 /// pasta, the userspace NAT that gives an egress sandbox its network: a tap
 /// device in a new network namespace whose traffic pasta replays with
@@ -52,7 +71,10 @@ pub const PASTA_ARGS: &[&str] = &[
 
 /// File descriptors the child finds at these numbers.
 pub const FD_APP: i32 = 100;
-pub const FD_RUN: i32 = 101;
+/// envd's listening socket, bound by the host in a directory only root can
+/// enter: the sandbox never sees the socket's path, so nothing in it can
+/// unlink, replace or re-bind it.
+pub const FD_LISTEN: i32 = 101;
 pub const FD_ENVD: i32 = 102;
 pub const FD_INFO: i32 = 103;
 pub const FD_HOST: i32 = 104;
@@ -197,10 +219,8 @@ impl BwrapPlan {
             "/usr",
             "/usr",
         ]);
-        if !self.egress {
-            let uid = self.uid.to_string();
-            a.extend(["--uid".into(), uid.clone(), "--gid".into(), uid]);
-        }
+        let uid = self.uid.to_string();
+        a.extend(["--uid".into(), uid.clone(), "--gid".into(), uid]);
         a.extend(["--setenv".into(), "KILN_SANDBOX_ID".into(), self.sandbox_id.clone()]);
         for (name, target) in &self.usr_links {
             a.extend(["--symlink".into(), target.clone(), format!("/{name}")]);
@@ -232,9 +252,6 @@ impl BwrapPlan {
                 "--bind-fd",
                 &FD_APP.to_string(),
                 kiln_types::envd::APP_DIR,
-                "--bind-fd",
-                &FD_RUN.to_string(),
-                kiln_types::envd::RUN_DIR,
                 "--ro-bind-fd",
                 &FD_ENVD.to_string(),
                 BIN_DIR,
@@ -249,6 +266,8 @@ impl BwrapPlan {
                 kiln_types::envd::APP_DIR,
                 "--",
                 ENVD_PATH,
+                "--listen-fd",
+                &FD_LISTEN.to_string(),
                 "--gateway-socket",
                 HOST_SOCKET,
             ]
@@ -285,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn egress_runs_bwrap_inside_pasta_without_a_second_user_namespace() {
+    fn egress_runs_bwrap_inside_pasta_with_nested_user_namespaces_disabled() {
         let p = BwrapPlan { egress: true, ..plan() };
         let (program, a) = p.command();
         assert_eq!(program, "pasta");
@@ -295,7 +314,12 @@ mod tests {
             assert!(a[..bwrap_at].iter().any(|x| x == flag), "{flag} missing from pasta's arguments");
         }
         let inner = &a[bwrap_at + 1..];
-        assert!(!inner.iter().any(|x| x == "--unshare-user" || x == "--unshare-net" || x == "--uid"));
+        // pasta's network namespace is kept; the user namespace is bwrap's
+        // own, mapped to the sandbox uid, and no further one can be made.
+        assert!(!inner.iter().any(|x| x == "--unshare-net"));
+        for flag in ["--unshare-user", "--disable-userns", "--as-pid-1", "--uid"] {
+            assert!(inner.iter().any(|x| x == flag), "{flag} missing from bwrap's arguments");
+        }
         assert!(inner.windows(2).any(|w| w[0] == "--cap-drop" && w[1] == "ALL"));
         assert_eq!(plan().command().0, "bwrap");
     }
@@ -311,6 +335,7 @@ mod tests {
             "--unshare-uts",
             "--unshare-cgroup",
             "--disable-userns",
+            "--as-pid-1",
         ] {
             assert!(a.iter().any(|x| x == ns), "{ns} missing");
         }
@@ -333,7 +358,10 @@ mod tests {
         let a = plan().args();
         let s = a.join(" ");
         assert!(s.contains(&format!("--bind-fd {FD_APP} /app")));
-        assert!(s.contains(&format!("--bind-fd {FD_RUN} /run/kiln")));
+        // envd's socket comes in as a listening descriptor; its directory is
+        // never visible inside.
+        assert!(s.contains(&format!("--listen-fd {FD_LISTEN}")));
+        assert!(!s.contains("/run/kiln "));
         assert!(s.contains(&format!("--ro-bind-fd {FD_ENVD} {BIN_DIR}")));
         assert!(s.contains(&format!("--ro-bind-fd {FD_HOST} {HOST_DIR}")));
         let remount = a.iter().position(|x| x == "--remount-ro").unwrap();

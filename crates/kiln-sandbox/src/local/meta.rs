@@ -92,6 +92,28 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The pids a process has in each pid namespace it belongs to, outermost
+/// (the host's) first: `/proc/<pid>/status`'s `NSpid` line.
+pub fn ns_pids(pid: i32) -> Option<Vec<i32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().map(|p| p.parse().ok()).collect()
+}
+
+/// The sandbox's init among the host pids of its cgroup: the process that is
+/// pid 1 of the most deeply nested pid namespace. With egress, bwrap runs
+/// inside pasta's namespaces and reports its child's pid as *it* sees it
+/// (2, say), which names some unrelated host process; the kernel's own
+/// record of every pid namespace level cannot be wrong that way.
+pub fn find_init(host_pids: &[i32]) -> Option<i32> {
+    host_pids
+        .iter()
+        .filter_map(|&p| ns_pids(p).map(|ns| (p, ns)))
+        .filter(|(_, ns)| ns.len() >= 2 && ns.last() == Some(&1))
+        .max_by_key(|(p, ns)| (ns.len(), std::cmp::Reverse(*p)))
+        .map(|(p, _)| p)
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -8,7 +8,7 @@
 //! capabilities on the host.
 
 pub mod bwrap;
-mod meta;
+pub(crate) mod meta;
 mod spawn;
 
 use std::os::unix::fs::PermissionsExt;
@@ -154,12 +154,16 @@ impl LocalProvider {
         for d in [dirs.run(), dirs.app()] {
             std::fs::create_dir(&d).map_err(ProviderError::io("creating sandbox directories"))?;
         }
-        chown(&dirs.run(), uid).map_err(ProviderError::io("handing the run directory to the sandbox uid"))?;
         std::fs::create_dir(dirs.host()).map_err(ProviderError::io("creating the gateway directory"))?;
         std::os::unix::fs::chown(dirs.host(), Some(0), Some(uid))
             .and_then(|()| set_mode(&dirs.host(), 0o750))
             .map_err(ProviderError::io("restricting the gateway directory"))?;
+        // envd's socket: root-only directory, bound here and handed to envd
+        // as a descriptor. Nothing in the sandbox can reach this path.
         set_mode(&dirs.run(), 0o700).map_err(ProviderError::io("restricting the run directory"))?;
+        let listener = std::os::unix::net::UnixListener::bind(dirs.socket())
+            .map_err(ProviderError::io("binding envd's socket"))?;
+        set_mode(&dirs.socket(), 0o600).map_err(ProviderError::io("restricting envd's socket"))?;
         meta.save(&dirs.meta()).map_err(ProviderError::io("writing sandbox metadata"))?;
 
         let app_dir = match source {
@@ -193,7 +197,7 @@ impl LocalProvider {
         let init = spawn::spawn(spawn::SpawnInput {
             plan: &plan,
             app_dir: &app_dir,
-            run_dir: &dirs.run(),
+            listener: listener.into(),
             bin_dir: self.cfg.envd_bin.parent().expect("envd is installed in <data>/bin"),
             host_dir: &dirs.host(),
             log: &dirs.log(),
@@ -202,12 +206,32 @@ impl LocalProvider {
         })
         .await
         .map_err(ProviderError::io("starting bubblewrap"))?;
+        let init = self.verified_init(meta, init)?;
         meta.init = meta::start_time(init).map(|t| (init, t));
         meta.state = SandboxState::Running;
         meta.save(&dirs.meta()).map_err(ProviderError::io("writing sandbox metadata"))?;
 
         let client = EnvdClient::new(Endpoint { socket: dirs.socket(), token: meta.token.clone() });
         wait_for_envd(&client, init, meta.init.map(|(_, t)| t)).await
+    }
+
+    /// The host pid of the sandbox's init (envd, pid 1 of the sandbox's pid
+    /// namespace), found from the host side: the pid bwrap reports is in
+    /// bwrap's own pid namespace, which with egress is not the host's. The
+    /// only signal Kiln ever sends by pid goes to the process found here.
+    fn verified_init(&self, meta: &Meta, reported: i32) -> Result<i32, ProviderError> {
+        let members = meta.cgroup.pids(self.sys.as_ref());
+        let found = if members.is_empty() {
+            // No usable cgroups: trust bwrap's report only where it is a
+            // host pid that is some pid namespace's init.
+            meta::find_init(&[reported])
+        } else {
+            meta::find_init(&members)
+        };
+        found.ok_or_else(|| ProviderError::Boot {
+            id: meta.id.clone(),
+            reason: format!("no process of the sandbox is its pid namespace's init (bwrap reported pid {reported})"),
+        })
     }
 
     /// Kills processes, unmounts, removes cgroups and the directory. Used by
@@ -218,10 +242,8 @@ impl LocalProvider {
             let killed = meta.cgroup.kill_all(sys, KILL_TIMEOUT);
             // The namespace's init dying takes every process in it along;
             // this also covers hosts with no usable cgroups.
-            if let Some((pid, started)) = meta.init
-                && meta::start_time(pid) == Some(started)
-            {
-                let _ = sys.kill(pid, libc::SIGKILL);
+            if let Some((pid, started)) = meta.init {
+                let _ = sys.kill_verified(pid, started, libc::SIGKILL);
             }
             killed.map_err(ProviderError::io(format!("killing sandbox {}", meta.id)))?;
             meta.cgroup

@@ -3,8 +3,10 @@
 //! Everything between fork and exec happens in a `pre_exec` hook that only
 //! makes raw syscalls on data prepared beforehand (no allocation after fork
 //! in a multithreaded parent): join the cgroups, move the hand-off
-//! descriptors to the numbers bwrap was told, start a new session, drop to
-//! the sandbox uid.
+//! descriptors to the numbers bwrap was told, mark every other descriptor
+//! close-on-exec (nothing `kiln serve` has open — a pipe, a database file, a
+//! listening socket — may reach a sandbox), start a new session, drop to the
+//! sandbox uid.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -15,12 +17,13 @@ use std::process::Stdio;
 use rustix::fs::{Mode, OFlags};
 use tokio::io::AsyncWriteExt;
 
-use super::bwrap::{BwrapPlan, FD_APP, FD_ENVD, FD_ETC_BASE, FD_HOST, FD_INFO, FD_RUN, etc_files};
+use super::bwrap::{BwrapPlan, FD_APP, FD_ENVD, FD_ETC_BASE, FD_HOST, FD_INFO, FD_LISTEN, etc_files};
 
 pub struct SpawnInput<'a> {
     pub plan: &'a BwrapPlan,
     pub app_dir: &'a Path,
-    pub run_dir: &'a Path,
+    /// envd's listening socket (bound by the host; see [`FD_LISTEN`]).
+    pub listener: OwnedFd,
     /// `<data>/bin`: kiln-envd and the agents, bound at `/opt/kiln`.
     pub bin_dir: &'a Path,
     /// The directory the model gateway's socket is created in.
@@ -34,12 +37,11 @@ pub struct SpawnInput<'a> {
 pub async fn spawn(input: SpawnInput<'_>) -> std::io::Result<i32> {
     let path_flags = OFlags::PATH | OFlags::CLOEXEC;
     let app = rustix::fs::open(input.app_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
-    let run = rustix::fs::open(input.run_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
     let bin = rustix::fs::open(input.bin_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
     let host = rustix::fs::open(input.host_dir, path_flags | OFlags::DIRECTORY, Mode::empty())?;
     let (info_r, info_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let mut handoff: Vec<(OwnedFd, i32)> =
-        vec![(app, FD_APP), (run, FD_RUN), (bin, FD_ENVD), (info_w, FD_INFO), (host, FD_HOST)];
+        vec![(app, FD_APP), (input.listener, FD_LISTEN), (bin, FD_ENVD), (info_w, FD_INFO), (host, FD_HOST)];
     for (i, (name, content)) in etc_files(input.plan.uid, &input.plan.resolv_conf).into_iter().enumerate() {
         let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::io::pwrite(&fd, content.as_bytes(), 0)?;
@@ -135,6 +137,21 @@ fn child_setup(procs: &[CString], pairs: &[(i32, i32)], uid: u32) -> std::io::Re
         }
         for (i, (_, to)) in pairs.iter().enumerate() {
             if libc::dup2(high[i], *to) < 0 {
+                return Err(err());
+            }
+        }
+        // Everything above stderr closes at exec but the hand-off numbers
+        // (dup2 left those without close-on-exec). Marking instead of closing
+        // keeps the standard library's exec-error pipe working.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+            // Kernels before 5.11: the same, one descriptor at a time.
+            let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(1024, 65536) as i32;
+            for fd in 3..max {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        for (_, to) in pairs {
+            if libc::fcntl(*to, libc::F_SETFD, 0) < 0 {
                 return Err(err());
             }
         }
