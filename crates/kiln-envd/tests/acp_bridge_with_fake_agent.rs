@@ -264,3 +264,33 @@ async fn bad_agent_requests_are_4xx() {
     assert_eq!(status(&e.client.agent_prompt(&sid, &huge).await.err().unwrap()), 413);
     assert_eq!(status(&e.client.agent_events("nope", 0, false).await.err().unwrap()), 404);
 }
+
+#[tokio::test]
+async fn agent_stderr_reaches_the_log_only_bounded() {
+    let testy = kiln_testkit::built("kiln-testy", "kiln-testy");
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("envd.log");
+    let e =
+        kiln_testkit::Envd::start_logging(Path::new(env!("CARGO_BIN_EXE_kiln-envd")), Some(&testy), &[], Some(&log))
+            .await;
+    let sid = session(&e).await;
+    // 24 MiB of stderr, three times the log's cap.
+    let events = turn(&e, &sid, "stderr 24").await;
+    assert_eq!(text(&events).trim(), "flooded");
+    // The pump is asynchronous: wait until it has drained the pipe.
+    let mut last = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let len = std::fs::metadata(&log).unwrap().len();
+        if len == last {
+            break;
+        }
+        last = len;
+    }
+    let content = std::fs::read(&log).unwrap();
+    assert!(content.len() as u64 <= kiln_envd::logsink::MAX_BYTES, "envd.log grew to {} bytes", content.len());
+    let text = String::from_utf8_lossy(&content);
+    assert!(text.contains("older lines were dropped"), "the log says it was cut");
+    assert!(text.lines().all(|l| l.len() < kiln_envd::logsink::MAX_LINE + 512), "an unbounded line reached the log");
+    assert!(text.contains("[cut]"), "the endless line was cut");
+}

@@ -38,6 +38,17 @@ impl Envd {
     /// Starts `envd_bin`, optionally hosting `agent`, with `env` added to
     /// its environment; returns once it answers.
     pub async fn start(envd_bin: &Path, agent: Option<&Path>, env: &[(&str, &str)]) -> Envd {
+        Envd::start_logging(envd_bin, agent, env, None).await
+    }
+
+    /// [`Envd::start`] with envd's stderr (its log) written to `log`, as the
+    /// sandbox runtime does with `envd.log`.
+    pub async fn start_logging(
+        envd_bin: &Path,
+        agent: Option<&Path>,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Envd {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = dir.path().join("app");
         std::fs::create_dir(&app).expect("app dir");
@@ -46,6 +57,10 @@ impl Envd {
         cmd.arg("--socket").arg(&socket).arg("--app-dir").arg(&app);
         if let Some(a) = agent {
             cmd.arg("--agent").arg(serde_json::to_string(&[a]).expect("argv"));
+        }
+        if let Some(log) = log {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+            cmd.stderr(f);
         }
         let mut child = cmd.envs(env.iter().copied()).stdin(Stdio::piped()).kill_on_drop(true).spawn().expect("envd");
         let mut stdin = child.stdin.take().expect("piped");

@@ -174,6 +174,20 @@ impl Turn {
                         _ = c.wait_for(|x| *x) => return Ok("cancelled"),
                     }
                 }
+                "stderr" => {
+                    // `stderr <MiB>`: floods stderr (half in lines, half in
+                    // one line without an end), as a broken agent might.
+                    use std::io::Write;
+                    let mib: usize = rest.parse().unwrap_or(1);
+                    let mut err = std::io::stderr().lock();
+                    let line = format!("{}\n", "x".repeat(1023));
+                    for _ in 0..mib * 512 {
+                        let _ = err.write_all(line.as_bytes());
+                    }
+                    let _ = err.write_all(&vec![b'y'; mib * 512 * 1024]);
+                    let _ = err.write_all(b"\n");
+                    self.say("flooded")?;
+                }
                 "env" => self.say(&std::env::var(rest).unwrap_or_else(|_| "<unset>".into()))?,
                 "system" => {
                     let p = self.sessions.lock().unwrap().get(&self.sid).and_then(|s| s.system_prompt.clone());
