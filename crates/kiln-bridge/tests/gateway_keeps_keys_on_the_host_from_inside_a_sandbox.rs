@@ -3,7 +3,9 @@
 //! the real key (which appears nowhere inside the sandbox: not in any
 //! process's environment or command line, not in a file), answers stream
 //! through unbuffered, and a spent budget cuts the session off with a clear
-//! `error` event.
+//! `error` event before the request leaves the host. Only the gateway's
+//! allow-list is reachable: the sandbox cannot point it at another host or
+//! at Kiln's own API.
 
 mod common;
 #[path = "../../kiln-sandbox/tests/support/mod.rs"]
@@ -27,7 +29,7 @@ async fn the_key_stays_on_the_host_answers_stream_and_the_budget_cuts_off() {
     let gw = Gateway::new(GatewayConfig {
         anthropic_base: base,
         anthropic_key: Some(KEY.into()),
-        session_budget_tokens: 60,
+        session_budget_tokens: 150,
         ..Default::default()
     });
     let creds: BTreeMap<String, String> =
@@ -58,7 +60,8 @@ async fn the_key_stays_on_the_host_answers_stream_and_the_budget_cuts_off() {
     // Streaming through envd's forwarder and the gateway is not buffered.
     let js = r#"
 const t0 = Date.now();
-const r = await fetch('http://127.0.0.1:4141/anthropic/v1/messages', {method: 'POST', body: '{"stream":true}', headers: {'content-type': 'application/json'}});
+const body = JSON.stringify({model: 'claude-stand-in', max_tokens: 10, stream: true, messages: [{role: 'user', content: 'hi'}]});
+const r = await fetch('http://127.0.0.1:4141/anthropic/v1/messages', {method: 'POST', body, headers: {'content-type': 'application/json', 'anthropic-version': '2023-06-01'}});
 const times = [];
 for await (const chunk of r.body) times.push(Date.now() - t0);
 console.log(JSON.stringify({status: r.status, times}));
@@ -98,26 +101,50 @@ console.log(JSON.stringify({status: r.status, times}));
     let (_, procs, _) = g.sh("ls -d /proc/[0-9]* | wc -l").await;
     assert!(procs.trim().parse::<u32>().unwrap() >= 3, "the scan saw envd, vite and the agent");
 
-    // 40 tokens spent, then 80 ≥ 60: the next call is refused, and the turn
-    // gets a clear error event.
+    // The gateway is no proxy: a host, port or path the sandbox picks is
+    // refused with 403 and reaches no one (neither an "attacker" listener on
+    // the host's loopback nor the provider).
+    let attacker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = attacker.local_addr().unwrap();
+    let before = seen.lock().unwrap().len();
+    for target in [
+        format!("http://127.0.0.1:4141/anthropic@{a}/v1/messages"),
+        "http://127.0.0.1:4141/anthropic.evil.example/v1/messages".to_owned(),
+        "http://127.0.0.1:4141/openai/../../api/health".to_owned(),
+        "http://127.0.0.1:4141/anthropic/v1/%2e%2e/%2e%2e/metrics".to_owned(),
+        "http://127.0.0.1:4141/anthropic/v1/files".to_owned(),
+    ] {
+        let ev = common::turn(g, &sid, &format!("http {target}"), None).await;
+        let text = common::text(&ev);
+        assert!(text.starts_with("HTTP/1.1 403"), "{target}: {text}");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), attacker.accept()).await.is_err(),
+        "the attacker's listener was reached through the gateway"
+    );
+    assert_eq!(seen.lock().unwrap().len(), before, "a refused request reached the provider");
+
+    // 40 tokens spent by the stream; a POST spends 40 more (80 of 150); the
+    // next one would hold its input estimate plus max_tokens 100 and is
+    // refused before it leaves the host, with a clear error event.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(gw.spent("session-1"), 40);
-    let _ = common::turn(g, &sid, "http http://127.0.0.1:4141/anthropic/v1/messages", None).await;
+    assert_eq!(gw.spend("session-1").await.unwrap().spent, 40);
+    let post = |max: u32| {
+        format!(
+            "post http://127.0.0.1:4141/anthropic/v1/messages {{\"model\":\"claude-stand-in\",\"max_tokens\":{max},\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}"
+        )
+    };
+    let ev = common::turn(g, &sid, &post(10), None).await;
+    assert!(common::text(&ev).starts_with("HTTP/1.1 200"), "{}", common::text(&ev));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(gw.spent("session-1"), 80);
+    assert_eq!(gw.spend("session-1").await.unwrap().spent, 80);
+    let reached = seen.lock().unwrap().len();
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let notices = GatewayNotices { sandbox: g.id().to_string(), rx: gw.subscribe() };
     let client = g.client();
-    kiln_bridge::run_turn_with(
-        &client,
-        &sid,
-        "http http://127.0.0.1:4141/anthropic/v1/messages\nsleep 300",
-        None,
-        Some(notices),
-        &tx,
-    )
-    .await
-    .unwrap();
+    kiln_bridge::run_turn_with(&client, &sid, &format!("{}\nsleep 300", post(100)), None, Some(notices), &tx)
+        .await
+        .unwrap();
     drop(tx);
     let mut events = vec![];
     while let Some(e) = rx.recv().await {
@@ -126,9 +153,9 @@ console.log(JSON.stringify({status: r.status, times}));
     assert!(common::text(&events).contains("429"), "{events:?}");
     assert!(
         events.iter().any(|e| matches!(e, EventBody::Error { code, message, retryable: false }
-            if code == "budget_exceeded" && message.contains("80 of 60 tokens"))),
+            if code == "budget_exceeded" && message.contains("80 of 150 tokens"))),
         "{events:?}"
     );
-    assert_eq!(seen.lock().unwrap().len(), 3, "the refused call never reached the provider");
+    assert_eq!(seen.lock().unwrap().len(), reached, "the refused call never reached the provider");
     gw.detach(g.id().as_str());
 }

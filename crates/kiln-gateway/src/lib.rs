@@ -4,11 +4,20 @@
 //! bound read-only into the sandbox; envd forwards a loopback port to it, so
 //! an agent uses `http://127.0.0.1:4141/anthropic` (or `/openai/v1`) as its
 //! API base URL. Because the socket is per sandbox, the gateway knows who is
-//! calling without trusting anything the caller sends. It adds the real API
-//! key on the host (keys never enter a sandbox), refuses requests once the
-//! owning session's token budget is spent, and streams answers through
-//! chunk by chunk while counting their tokens.
+//! calling without trusting anything the caller sends.
+//!
+//! It is an allow-list, not a proxy ([`route`]): a handful of (method, path)
+//! pairs per provider are forwarded to the operator's configured origin, and
+//! nothing else. It adds the real API key on the host (keys never enter a
+//! sandbox), holds each request's worst-case cost against the session's and
+//! the server's budgets before sending it ([`budget`], [`cost`]), and
+//! streams answers through chunk by chunk while counting their tokens
+//! ([`usage`]), charging the reported usage when they end ([`forward`]).
 
+pub mod budget;
+pub mod cost;
+mod forward;
+pub mod route;
 mod usage;
 
 use std::collections::HashMap;
@@ -16,11 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+pub use budget::{LedgerError, MemoryLedger, ScopeSpend, SpendLedger, StoreLedger};
 pub use usage::UsageTap;
 
 /// Largest request body forwarded (bytes).
@@ -30,19 +35,23 @@ pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 pub enum GatewayError {
     #[error("binding the gateway socket {path}: {source}")]
     Bind { path: PathBuf, source: std::io::Error },
+    #[error("{name}: {why}")]
+    Config { name: &'static str, why: String },
 }
 
-/// Where requests go and with which keys.
+/// Where requests go, with which keys, within which budgets.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// e.g. `https://api.anthropic.com`
     pub anthropic_base: String,
     pub anthropic_key: Option<String>,
-    /// e.g. `https://api.openai.com` or `http://127.0.0.1:11434` (Ollama)
+    /// e.g. `https://api.openai.com` or `http://127.0.0.1:11434/v1` (Ollama)
     pub openai_base: String,
     pub openai_key: Option<String>,
     /// Tokens (input + output) one session may use.
     pub session_budget_tokens: u64,
+    /// Tokens all sessions together may use per UTC day (`None`: no cap).
+    pub global_budget_tokens: Option<u64>,
     /// Unix gid that may connect (the sandbox uid's group).
     pub sandbox_gid: u32,
 }
@@ -55,6 +64,7 @@ impl Default for GatewayConfig {
             openai_base: "https://api.openai.com".into(),
             openai_key: None,
             session_budget_tokens: 5_000_000,
+            global_budget_tokens: None,
             sandbox_gid: 61000,
         }
     }
@@ -78,10 +88,15 @@ struct Attached {
 /// The gateway and its per-sandbox sockets.
 pub struct Gateway {
     cfg: GatewayConfig,
+    anthropic: route::Upstream,
+    openai: route::Upstream,
     http: reqwest::Client,
+    ledger: Arc<dyn SpendLedger>,
     attached: Mutex<HashMap<String, Attached>>,
-    spent: Mutex<HashMap<String, u64>>,
-    /// Keys a user brought for their own session (provider → key).
+    /// Each owner's spend as this process last saw it (see [`Gateway::spent`]).
+    seen_spent: Mutex<HashMap<String, u64>>,
+    /// Keys a user brought for their own session (provider → key). Kept in
+    /// memory only: keys are never written to the store.
     user_keys: Mutex<HashMap<(String, Provider), String>>,
     notices: tokio::sync::broadcast::Sender<Notice>,
 }
@@ -99,12 +114,6 @@ pub enum Provider {
 }
 
 impl Provider {
-    fn from_prefix(p: &str) -> Option<(Provider, &str)> {
-        if let Some(rest) = p.strip_prefix("/anthropic") {
-            return Some((Provider::Anthropic, rest));
-        }
-        p.strip_prefix("/openai").map(|rest| (Provider::OpenAi, rest))
-    }
     fn name(self) -> &'static str {
         match self {
             Provider::Anthropic => "Anthropic",
@@ -113,26 +122,40 @@ impl Provider {
     }
 }
 
-#[derive(Clone)]
-struct Caller {
-    gw: Arc<Gateway>,
-    sandbox: String,
-}
-
 impl Gateway {
+    /// A gateway whose spend lives in memory (tests; embedders without a
+    /// store).
+    ///
+    /// # Panics
+    /// If a base URL in `cfg` is invalid (use [`Gateway::open`] to get an error).
     pub fn new(cfg: GatewayConfig) -> Arc<Gateway> {
+        Gateway::open(cfg, Arc::new(MemoryLedger::default())).expect("valid gateway base URLs")
+    }
+
+    /// A gateway keeping spend in `ledger`. The base URLs are parsed here,
+    /// once: every request goes to one of these two origins.
+    pub fn open(cfg: GatewayConfig, ledger: Arc<dyn SpendLedger>) -> Result<Arc<Gateway>, GatewayError> {
+        let anthropic = route::Upstream::parse(&cfg.anthropic_base)
+            .map_err(|why| GatewayError::Config { name: "KILN_ANTHROPIC_BASE_URL", why })?;
+        let openai = route::Upstream::parse(&cfg.openai_base)
+            .map_err(|why| GatewayError::Config { name: "KILN_OPENAI_BASE_URL", why })?;
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
+            // A redirect would carry the key to a host the provider names.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a TLS-capable HTTP client");
-        Arc::new(Gateway {
+        Ok(Arc::new(Gateway {
             cfg,
+            anthropic,
+            openai,
             http,
+            ledger,
             attached: Mutex::default(),
-            spent: Mutex::default(),
+            seen_spent: Mutex::default(),
             user_keys: Mutex::default(),
             notices: tokio::sync::broadcast::channel(256).0,
-        })
+        }))
     }
 
     /// Serves `socket` for `sandbox`, whose spending counts against `owner`
@@ -155,8 +178,8 @@ impl Gateway {
             tracing::debug!(error = %e, "gateway socket keeps its owner");
         }
         std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660)).map_err(bind_err)?;
-        let caller = Caller { gw: self.clone(), sandbox: sandbox.to_owned() };
-        let app = Router::new().fallback(forward).with_state(caller);
+        let caller = forward::Caller { gw: self.clone(), sandbox: sandbox.to_owned() };
+        let app = Router::new().fallback(forward::forward).with_state(caller);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "gateway socket stopped");
@@ -202,9 +225,20 @@ impl Gateway {
         self.attached.lock().unwrap().get(sandbox).map(|x| x.owner.clone())
     }
 
-    /// Tokens `owner` has used through the gateway.
+    /// Tokens `owner` has been charged, as this process last saw them (after
+    /// its latest hold or settle for `owner`; 0 before any). The ledger is
+    /// the truth across restarts and instances: [`Gateway::spend`].
     pub fn spent(&self, owner: &str) -> u64 {
-        self.spent.lock().unwrap().get(owner).copied().unwrap_or(0)
+        self.seen_spent.lock().unwrap().get(owner).copied().unwrap_or(0)
+    }
+
+    /// `owner`'s spend and holds, from the ledger.
+    pub async fn spend(&self, owner: &str) -> Result<ScopeSpend, LedgerError> {
+        self.ledger.spend(&budget::session_scope(owner)).await
+    }
+
+    fn saw_spent(&self, owner: &str, spent: u64) {
+        self.seen_spent.lock().unwrap().insert(owner.to_owned(), spent);
     }
 
     /// A user's own key for their session; used instead of the server's.
@@ -222,138 +256,10 @@ impl Gateway {
         }
     }
 
-    fn add_spent(&self, owner: &str, tokens: u64) {
-        *self.spent.lock().unwrap().entry(owner.to_owned()).or_default() += tokens;
-    }
-}
-
-/// An error in the shape of the provider's own errors, so agents report it.
-fn error(provider: Option<Provider>, status: StatusCode, kind: &str, message: &str) -> Response {
-    let body = match provider {
-        Some(Provider::OpenAi) => serde_json::json!({"error": {"message": message, "type": kind, "code": kind}}),
-        _ => serde_json::json!({"type": "error", "error": {"type": kind, "message": message}}),
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-const HOP_BY_HOP: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host"];
-
-fn forwardable(name: &str) -> bool {
-    !HOP_BY_HOP.contains(&name) && name != "authorization" && name != "x-api-key" && name != "content-length"
-}
-
-async fn forward(State(c): State<Caller>, req: Request) -> Response {
-    let path = req.uri().path().to_owned();
-    let Some((provider, rest)) = Provider::from_prefix(&path) else {
-        return error(
-            None,
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Kiln's model gateway serves /anthropic/… and /openai/… only",
-        );
-    };
-    let owner = c.gw.owner_of(&c.sandbox).unwrap_or_default();
-    let budget = c.gw.cfg.session_budget_tokens;
-    let spent = c.gw.spent(&owner);
-    if spent >= budget {
-        let msg = format!(
-            "this session has used its model budget ({spent} of {budget} tokens); start a new app or raise KILN_GATEWAY_SESSION_BUDGET"
-        );
-        c.gw.notify(&c.sandbox, &owner, "budget_exceeded", &msg);
-        return error(Some(provider), StatusCode::TOO_MANY_REQUESTS, "budget_exceeded", &msg);
-    }
-    let Some(key) = c.gw.key_for(&owner, provider) else {
-        let var = if provider == Provider::Anthropic { "ANTHROPIC_API_KEY" } else { "OPENAI_API_KEY" };
-        let msg =
-            format!("no {} API key is configured on the Kiln server; set {var} where kiln serve runs", provider.name());
-        c.gw.notify(&c.sandbox, &owner, "no_model_key", &msg);
-        return error(Some(provider), StatusCode::UNAUTHORIZED, "authentication_error", &msg);
-    };
-    let base = match provider {
-        Provider::Anthropic => &c.gw.cfg.anthropic_base,
-        Provider::OpenAi => &c.gw.cfg.openai_base,
-    };
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    let url = format!("{}{rest}{query}", base.trim_end_matches('/'));
-    let method = req.method().clone();
-    let mut headers = HeaderMap::new();
-    for (k, v) in req.headers() {
-        if forwardable(k.as_str()) {
-            headers.append(k.clone(), v.clone());
-        }
-    }
-    match provider {
-        Provider::Anthropic => {
-            headers.insert("x-api-key", HeaderValue::from_str(&key).unwrap_or(HeaderValue::from_static("invalid")));
-        }
-        Provider::OpenAi => {
-            let v = HeaderValue::from_str(&format!("Bearer {key}")).unwrap_or(HeaderValue::from_static("invalid"));
-            headers.insert(header::AUTHORIZATION, v);
-        }
-    }
-    let body = match axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                Some(provider),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                &format!("model requests are limited to {MAX_REQUEST_BYTES} bytes"),
-            );
-        }
-    };
-    let upstream = match c.gw.http.request(method, &url).headers(headers).body(body).send().await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, url, "model gateway: upstream request failed");
-            return error(
-                Some(provider),
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                &format!("the {} API could not be reached from the Kiln server", provider.name()),
-            );
-        }
-    };
-    let status = upstream.status();
-    let mut out_headers = HeaderMap::new();
-    for (k, v) in upstream.headers() {
-        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::CONTENT_LENGTH {
-            out_headers.append(k.clone(), v.clone());
-        }
-    }
-    // Pass every chunk on as it arrives; count tokens on the side; charge
-    // the owner when the body ends (or the caller goes away).
-    let gw = c.gw.clone();
-    let charge = Charge { gw, owner, tap: UsageTap::default() };
-    let stream = futures::stream::unfold((upstream.bytes_stream(), charge), |(mut s, mut charge)| async move {
-        match s.next().await {
-            Some(Ok(b)) => {
-                charge.tap.feed(&b);
-                Some((Ok::<_, std::io::Error>(b), (s, charge)))
-            }
-            Some(Err(e)) => Some((Err(std::io::Error::other(e)), (s, charge))),
-            None => None,
-        }
-    });
-    let mut resp = Response::new(Body::from_stream(stream));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = out_headers;
-    resp
-}
-
-/// Charges what the tap counted when the response body is dropped.
-struct Charge {
-    gw: Arc<Gateway>,
-    owner: String,
-    tap: UsageTap,
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        let used = self.tap.finish();
-        if used > 0 {
-            self.gw.add_spent(&self.owner, used);
+    fn upstream(&self, provider: Provider) -> &route::Upstream {
+        match provider {
+            Provider::Anthropic => &self.anthropic,
+            Provider::OpenAi => &self.openai,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | OpenAI-compatible API base | `KILN_OPENAI_BASE_URL` | `https://api.openai.com` |
 //! | OpenAI-compatible key (stays on the host) | `OPENAI_API_KEY` | none |
 //! | tokens one session may use | `KILN_GATEWAY_SESSION_BUDGET` | 5000000 |
+//! | tokens all sessions together may use per UTC day | `KILN_GATEWAY_GLOBAL_BUDGET` | unlimited |
 
 use std::path::PathBuf;
 
@@ -34,6 +35,7 @@ pub struct AgentConfig {
     pub openai_base: String,
     pub openai_key: Option<String>,
     pub session_budget_tokens: u64,
+    pub global_budget_tokens: Option<u64>,
 }
 
 /// The placeholder key agents are given: the gateway replaces it.
@@ -85,14 +87,15 @@ impl AgentConfig {
             }
             Ok(v.trim_end_matches('/').to_owned())
         };
-        let budget = match env.get("KILN_GATEWAY_SESSION_BUDGET") {
-            None => 5_000_000,
-            Some(raw) => raw.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Invalid {
-                name: "KILN_GATEWAY_SESSION_BUDGET",
-                value: raw.clone(),
+        let tokens = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+            let Some(raw) = env.get(name) else { return Ok(None) };
+            raw.trim().parse::<u64>().ok().filter(|n| *n > 0).map(Some).ok_or(ConfigError::Invalid {
+                name,
+                value: raw,
                 why: "must be a positive number of tokens".into(),
-            })?,
+            })
         };
+        let budget = tokens("KILN_GATEWAY_SESSION_BUDGET")?.unwrap_or(5_000_000);
         Ok(AgentConfig {
             command,
             explicit_none,
@@ -104,6 +107,7 @@ impl AgentConfig {
             openai_base: url("KILN_OPENAI_BASE_URL", "https://api.openai.com")?,
             openai_key: env.get("OPENAI_API_KEY"),
             session_budget_tokens: budget,
+            global_budget_tokens: tokens("KILN_GATEWAY_GLOBAL_BUDGET")?,
         })
     }
 
@@ -114,6 +118,7 @@ impl AgentConfig {
             openai_base: self.openai_base.clone(),
             openai_key: self.openai_key.clone(),
             session_budget_tokens: self.session_budget_tokens,
+            global_budget_tokens: self.global_budget_tokens,
             sandbox_gid,
         }
     }
@@ -168,6 +173,7 @@ mod tests {
             ("KILN_ANTHROPIC_BASE_URL", "api.anthropic.com"),
             ("KILN_GATEWAY_SESSION_BUDGET", "0"),
             ("KILN_GATEWAY_SESSION_BUDGET", "lots"),
+            ("KILN_GATEWAY_GLOBAL_BUDGET", "0"),
         ] {
             let e = AgentConfig::load(&[(k, v)]).unwrap_err().to_string();
             assert!(e.contains(k), "{e}");

@@ -36,6 +36,8 @@ pub enum ServeError {
     Bind(std::net::SocketAddr, std::io::Error),
     #[error(transparent)]
     Models(#[from] crate::models::ModelsError),
+    #[error(transparent)]
+    Gateway(#[from] kiln_gateway::GatewayError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -96,7 +98,15 @@ pub async fn serve(mut cfg: Config) -> Result<(), ServeError> {
     if let Some(wanted) = cfg.pool.clamped_from {
         tracing::warn!(wanted, max = cfg.pool.max_target, "KILN_POOL_TARGET_SIZE is above KILN_POOL_MAX_SIZE; clamped");
     }
-    let gateway = kiln_gateway::Gateway::new(cfg.agent.gateway(cfg.sandbox.uid));
+    // Model spend lives in the store; this instance's holds left by a dead
+    // predecessor are charged before anything new is held.
+    let ledger = Arc::new(kiln_gateway::StoreLedger::new(store.clone(), &cfg.instance));
+    match ledger.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(requests = n, "charged model requests a previous server process left in flight"),
+        Err(e) => tracing::warn!(error = %e, "cannot settle a previous process's model spend holds"),
+    }
+    let gateway = kiln_gateway::Gateway::open(cfg.agent.gateway(cfg.sandbox.uid), ledger)?;
     let warmup: Arc<dyn kiln_pool::WarmUp> = match &cfg.agent_command() {
         Some(cmd) => {
             tracing::info!(agent = ?cmd, "sandboxes host an ACP agent");

@@ -13,16 +13,21 @@
 //!   (PostgreSQL `FOR UPDATE SKIP LOCKED`, so concurrent claimants get
 //!   different rows; SQLite `DELETE … RETURNING` inside `BEGIN IMMEDIATE`).
 //!
+//! The model gateway's token budget is the third: a hold is checked against
+//! every cap and recorded in one transaction ([`spend`]).
+//!
 //! Queries are built at run time (`query_as` + `FromRow`), so building Kiln
 //! needs no database.
 
 mod model;
+pub mod spend;
 mod sql;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 pub use model::{Counts, Entry, EntryStatus, NewEntry, Reservation, Session, StaleRules};
+pub use spend::{ScopeSpend, SpendCap, SpendHold, SpendReservation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -123,6 +128,25 @@ pub trait Store: Send + Sync {
 
     /// The quick-mode app of a session, if it has one.
     async fn get_quick_app(&self, key: &str) -> Result<Option<String>>;
+
+    /// Atomically: holds `hold.tokens` in every scope of `caps` if each
+    /// stays within its cap (`spent + reserved + tokens ≤ cap`); otherwise
+    /// holds nothing and names the first scope that would go over.
+    async fn spend_reserve(&self, hold: &SpendHold<'_>, caps: &[SpendCap]) -> Result<SpendReservation>;
+
+    /// Ends hold `id`: releases its tokens and charges `charged` to each of
+    /// its scopes, returning their spend after. A hold settles once: settling
+    /// it again (or after [`Store::spend_settle_abandoned`]) changes nothing
+    /// and returns nothing.
+    async fn spend_settle(&self, id: &str, charged: u64, now_ms: i64) -> Result<Vec<(String, ScopeSpend)>>;
+
+    /// Charges every hold of `holder` in full and removes it: at start-up, a
+    /// server's holds are requests its previous, dead process had in flight.
+    /// Returns how many requests they were.
+    async fn spend_settle_abandoned(&self, holder: &str, now_ms: i64) -> Result<u64>;
+
+    /// A scope's spend (zero if it never spent).
+    async fn spend(&self, scope: &str) -> Result<ScopeSpend>;
 }
 
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`) and runs its

@@ -12,7 +12,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::model::{EntryRow, NewEntryRef, entries};
-use crate::{Counts, Entry, NewEntry, Reservation, Result, Session, StaleRules, Store, StoreError};
+use crate::{
+    Counts, Entry, NewEntry, Reservation, Result, ScopeSpend, Session, SpendCap, SpendHold, SpendReservation,
+    StaleRules, Store, StoreError,
+};
+
+mod spend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -484,5 +489,21 @@ impl Store for SqlStore {
             }
         }
         Ok(taken)
+    }
+
+    async fn spend_reserve(&self, hold: &SpendHold<'_>, caps: &[SpendCap]) -> Result<SpendReservation> {
+        self.spend_reserve_in(hold, caps).await
+    }
+
+    async fn spend_settle(&self, id: &str, charged: u64, now_ms: i64) -> Result<Vec<(String, ScopeSpend)>> {
+        self.spend_settle_in(id, charged, now_ms).await
+    }
+
+    async fn spend_settle_abandoned(&self, holder: &str, now_ms: i64) -> Result<u64> {
+        self.spend_settle_abandoned_in(holder, now_ms).await
+    }
+
+    async fn spend(&self, scope: &str) -> Result<ScopeSpend> {
+        self.spend_get(scope).await
     }
 }

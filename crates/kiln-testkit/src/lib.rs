@@ -90,25 +90,58 @@ impl Drop for Envd {
 /// What a stand-in provider received: (path and query, headers).
 pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>;
 
-/// A local stand-in for a model provider: records every request, answers
-/// `/v1/models` with one model (`claude-stand-in`), and anything else with
-/// three Anthropic SSE events `delay` apart that report 40 tokens (30 in, 10
-/// out). Returns its base URL.
+/// A local stand-in for Anthropic's Messages API: records every request,
+/// refuses what the real API refuses (no `x-api-key` → 401; a messages call
+/// that is not a POST with `anthropic-version` and a JSON body naming
+/// `model`, `max_tokens` and `messages` → 400, in Anthropic's error shape),
+/// answers `GET /v1/models` with one model (`claude-stand-in`), and a valid
+/// `POST /v1/messages` with a whole Anthropic SSE stream, events `delay`
+/// apart, that reports 40 tokens (30 in, 10 out). Returns its base URL.
 pub async fn stand_in_provider(delay: Duration) -> (String, Seen) {
     use axum::body::Body;
+    fn refuse(status: u16, kind: &str, message: &str) -> http::Response<Body> {
+        let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("a response")
+    }
     let seen: Seen = Seen::default();
     let s = seen.clone();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let s = s.clone();
         async move {
             s.lock().unwrap().push((req.uri().to_string(), req.headers().clone()));
-            if req.uri().path() == "/v1/models" {
-                return http::Response::new(Body::from(r#"{"data":[{"id":"claude-stand-in"}]}"#));
+            if !req.headers().contains_key("x-api-key") {
+                return refuse(401, "authentication_error", "x-api-key header is required");
+            }
+            match (req.method().as_str(), req.uri().path()) {
+                ("GET", "/v1/models") => {
+                    return http::Response::new(Body::from(r#"{"data":[{"id":"claude-stand-in"}]}"#));
+                }
+                ("POST", "/v1/messages") => {}
+                _ => return refuse(404, "not_found_error", "no such route"),
+            }
+            if !req.headers().contains_key("anthropic-version") {
+                return refuse(400, "invalid_request_error", "anthropic-version: header is required");
+            }
+            let Ok(body) = axum::body::to_bytes(req.into_body(), 32 << 20).await else {
+                return refuse(413, "request_too_large", "request too large");
+            };
+            let v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => return refuse(400, "invalid_request_error", "body must be JSON"),
+            };
+            for field in ["model", "max_tokens", "messages"] {
+                if v.get(field).is_none() {
+                    return refuse(400, "invalid_request_error", &format!("{field}: Field required"));
+                }
             }
             let events = [
-                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\n",
-                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
-                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":10}}\n\n",
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-stand-in\",\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+                "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":10}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
             ];
             let stream = futures::stream::unfold(0usize, move |i| async move {
                 if i >= events.len() {

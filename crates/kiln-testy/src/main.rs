@@ -198,7 +198,13 @@ impl Turn {
                     self.say(&m)?;
                 }
                 "http" => {
-                    let out = http_get(rest).await.unwrap_or_else(|e| format!("http error: {e}"));
+                    let out = http(rest, None).await.unwrap_or_else(|e| format!("http error: {e}"));
+                    self.say(&out)?;
+                }
+                "post" => {
+                    // `post <url> <json body>`: an Anthropic-style POST.
+                    let (url, body) = rest.split_once(' ').unwrap_or((rest, "{}"));
+                    let out = http(url, Some(body)).await.unwrap_or_else(|e| format!("http error: {e}"));
                     self.say(&out)?;
                 }
                 "fail" => return Err(Error::new(-32603, "testy was told to fail")),
@@ -225,16 +231,21 @@ impl Turn {
     }
 }
 
-async fn http_get(url: &str) -> std::io::Result<String> {
+async fn http(url: &str, post: Option<&str>) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
     let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut s = tokio::net::TcpStream::connect(host).await?;
     let key = std::env::var("ANTHROPIC_API_KEY").unwrap_or_default();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
+    let head = match post {
+        None => format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n"),
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    };
+    s.write_all(head.as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf);

@@ -11,7 +11,7 @@ use kiln_store::{NewEntry, StaleRules, Store};
 
 pub struct Stores {
     pub all: Vec<Arc<dyn Store>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pg_schema: Option<(String, String)>,
 }
 
@@ -21,7 +21,7 @@ pub fn pg_url() -> String {
 
 pub async fn stores() -> Stores {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = kiln_store::connect(&format!("sqlite://{}", dir.path().join("kiln.db").display())).await.unwrap();
+    let sqlite = kiln_store::connect(&sqlite_url(&dir)).await.unwrap();
     let mut all = vec![sqlite];
     let url = pg_url();
     let schema = format!("kiln_test_{}", kiln_store::new_id());
@@ -38,7 +38,23 @@ pub async fn stores() -> Stores {
             None
         }
     };
-    Stores { all, _dir: dir, pg_schema }
+    Stores { all, dir, pg_schema }
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("kiln.db").display())
+}
+
+impl Stores {
+    /// New handles on the same databases (as a restarted server opens
+    /// them), in the order of `all`.
+    pub async fn reopen(&self) -> Vec<Arc<dyn Store>> {
+        let mut all = vec![kiln_store::connect(&sqlite_url(&self.dir)).await.unwrap()];
+        if let Some((url, schema)) = &self.pg_schema {
+            all.push(kiln_store::connect_postgres_schema(url, schema).await.unwrap());
+        }
+        all
+    }
 }
 
 impl Drop for Stores {
