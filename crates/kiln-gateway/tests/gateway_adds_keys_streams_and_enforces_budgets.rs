@@ -39,8 +39,8 @@ async fn call(socket: &std::path::Path, path: &str) -> (u16, Vec<Duration>, Stri
     (status, times, text)
 }
 
-/// 43 bytes: a hold of 15 + 10 tokens; the stand-in reports 40 used.
-const BODY: &str = r#"{"model":"m","max_tokens":10,"stream":true}"#;
+/// 72 bytes: a hold of 24 + 10 tokens; the stand-in reports 40 used.
+const BODY: &str = r#"{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user"}]}"#;
 
 #[tokio::test]
 async fn keys_are_added_on_the_host_answers_stream_and_the_budget_cuts_off() {
@@ -74,7 +74,7 @@ async fn keys_are_added_on_the_host_answers_stream_and_the_budget_cuts_off() {
     assert_eq!(support::settled(&gw, "session-a").await.spent, 40);
     assert_eq!(gw.spent("session-a"), 40);
 
-    // 40 + 25 ≤ 100: one more request is allowed; then 80 + 25 > 100.
+    // 40 + 34 ≤ 100: one more request is allowed; then 80 + 34 > 100.
     assert_eq!(call(&socket, "/anthropic/v1/messages").await.0, 200);
     assert_eq!(support::settled(&gw, "session-a").await.spent, 80);
     let (status, _, body) = call(&socket, "/anthropic/v1/messages").await;

@@ -90,13 +90,16 @@ impl Drop for Envd {
 /// What a stand-in provider received: (path and query, headers).
 pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>;
 
-/// A local stand-in for Anthropic's Messages API: records every request,
-/// refuses what the real API refuses (no `x-api-key` → 401; a messages call
-/// that is not a POST with `anthropic-version` and a JSON body naming
-/// `model`, `max_tokens` and `messages` → 400, in Anthropic's error shape),
-/// answers `GET /v1/models` with one model (`claude-stand-in`), and a valid
-/// `POST /v1/messages` with a whole Anthropic SSE stream, events `delay`
-/// apart, that reports 40 tokens (30 in, 10 out). Returns its base URL.
+/// A local stand-in for a model provider that checks requests as the real
+/// APIs do and records every one. Anthropic's Messages API: `POST
+/// /v1/messages` needs `x-api-key` (else 401), `anthropic-version` and a
+/// JSON body naming `model`, `max_tokens` and `messages` (else 400, in
+/// Anthropic's error shape), and streams a whole message, events `delay`
+/// apart, that reports 40 tokens (30 in, 10 out). An OpenAI-compatible
+/// local server (as Ollama: no key needed): `POST /v1/chat/completions`
+/// needs `model` and `messages` and answers one chunk plus, when
+/// `stream_options.include_usage` is set, a usage chunk (40 tokens).
+/// `GET /v1/models` lists `claude-stand-in`. Returns the base URL.
 pub async fn stand_in_provider(delay: Duration) -> (String, Seen) {
     use axum::body::Body;
     fn refuse(status: u16, kind: &str, message: &str) -> http::Response<Body> {
@@ -113,17 +116,18 @@ pub async fn stand_in_provider(delay: Duration) -> (String, Seen) {
         let s = s.clone();
         async move {
             s.lock().unwrap().push((req.uri().to_string(), req.headers().clone()));
-            if !req.headers().contains_key("x-api-key") {
-                return refuse(401, "authentication_error", "x-api-key header is required");
-            }
-            match (req.method().as_str(), req.uri().path()) {
+            let anthropic = match (req.method().as_str(), req.uri().path()) {
                 ("GET", "/v1/models") => {
                     return http::Response::new(Body::from(r#"{"data":[{"id":"claude-stand-in"}]}"#));
                 }
-                ("POST", "/v1/messages") => {}
+                ("POST", "/v1/messages") => true,
+                ("POST", "/v1/chat/completions") => false,
                 _ => return refuse(404, "not_found_error", "no such route"),
+            };
+            if anthropic && !req.headers().contains_key("x-api-key") {
+                return refuse(401, "authentication_error", "x-api-key header is required");
             }
-            if !req.headers().contains_key("anthropic-version") {
+            if anthropic && !req.headers().contains_key("anthropic-version") {
                 return refuse(400, "invalid_request_error", "anthropic-version: header is required");
             }
             let Ok(body) = axum::body::to_bytes(req.into_body(), 32 << 20).await else {
@@ -133,10 +137,24 @@ pub async fn stand_in_provider(delay: Duration) -> (String, Seen) {
                 Ok(v) => v,
                 Err(_) => return refuse(400, "invalid_request_error", "body must be JSON"),
             };
-            for field in ["model", "max_tokens", "messages"] {
+            let required: &[&str] = if anthropic { &["model", "max_tokens", "messages"] } else { &["model", "messages"] };
+            for field in required {
                 if v.get(field).is_none() {
                     return refuse(400, "invalid_request_error", &format!("{field}: Field required"));
                 }
+            }
+            if !anthropic {
+                let mut out = String::from(
+                    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\n",
+                );
+                if v.pointer("/stream_options/include_usage") == Some(&serde_json::Value::Bool(true)) {
+                    out.push_str("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":10,\"total_tokens\":40}}\n\n");
+                }
+                out.push_str("data: [DONE]\n\n");
+                return http::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(Body::from(out))
+                    .expect("a response");
             }
             let events = [
                 "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-stand-in\",\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
