@@ -6,7 +6,7 @@
 //! that differ are written; files the version does not have are deleted.
 
 use kiln_sandbox::EnvdClient;
-use kiln_types::chat::VersionEvent;
+use kiln_types::chat::{VersionEvent, escape_control};
 use kiln_versions::{Entry, Snapshot, snapshot};
 
 use crate::turn::{TurnError, VersionCtx, blocking};
@@ -26,7 +26,8 @@ async fn apply(client: &EnvdClient, ctx: &VersionCtx, target: Snapshot) -> Resul
                 changed.push(path.clone());
             }
             Entry::Symlink { .. } => {
-                tracing::warn!(path, "symlinks are not restored through the file API; skipped");
+                let path = escape_control(path);
+                tracing::warn!(%path, "symlinks are not restored through the file API; skipped");
             }
         }
     }

@@ -5,6 +5,13 @@
 //! One JSON object per line, each carrying `seq` (strictly increasing within a
 //! log) and `type`. A client that loses its connection asks for the events
 //! after the last `seq` it saw; `docs/chat-events.md` is the prose version.
+//!
+//! Every string in these events may come from a sandbox (the agent, its
+//! commands, file names it chose), so [`escape_control`] lives here too: the
+//! one way Kiln renders such a string into a log line or a terminal.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -172,9 +179,68 @@ impl EventBody {
     }
 }
 
+/// Renders a sandbox-supplied string so that printing it cannot move the
+/// cursor, recolour or clear a terminal, forge a log line, or reorder what a
+/// reader sees: control characters (C0, DEL, C1: `\n`, `\x1b`, …), the
+/// Unicode line separators and the bidirectional overrides and isolates
+/// become visible escapes (`\n`, `\x1b`, `\u{202e}`). Borrowed, unchanged,
+/// when there is nothing to escape (the usual case).
+pub fn escape_control(s: &str) -> Cow<'_, str> {
+    escape(s, false)
+}
+
+/// [`escape_control`] for multi-line text (the agent's messages): line
+/// feeds and tabs stay as they are; everything else is escaped the same way.
+pub fn escape_control_text(s: &str) -> Cow<'_, str> {
+    escape(s, true)
+}
+
+fn needs_escape(c: char, keep_lines: bool) -> bool {
+    match c {
+        '\n' | '\t' => !keep_lines,
+        // Cc: C0 controls, DEL and the C1 controls (U+0080–U+009F, which
+        // some terminals take as 8-bit escape sequences).
+        c if c.is_control() => true,
+        // Arabic letter mark, LRM/RLM, the embeddings and overrides, the
+        // isolates, and the line/paragraph separators.
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => true,
+        '\u{2028}' | '\u{2029}' => true,
+        _ => false,
+    }
+}
+
+fn escape(s: &str, keep_lines: bool) -> Cow<'_, str> {
+    let Some(first) = s.find(|c| needs_escape(c, keep_lines)) else { return Cow::Borrowed(s) };
+    let mut out = String::with_capacity(s.len() + 8);
+    out.push_str(&s[..first]);
+    for c in s[first..].chars() {
+        if !needs_escape(c, keep_lines) {
+            out.push(c);
+            continue;
+        }
+        let _ = match c {
+            '\n' => write!(out, "\\n"),
+            '\r' => write!(out, "\\r"),
+            '\t' => write!(out, "\\t"),
+            c if (c as u32) < 0x100 => write!(out, "\\x{:02x}", c as u32),
+            c => write!(out, "\\u{{{:04x}}}", c as u32),
+        };
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaping_renders_newlines_escape_sequences_and_bidi_overrides_visibly() {
+        assert_eq!(escape_control("src/a\nb\x1b[31m.tsx"), "src/a\\nb\\x1b[31m.tsx");
+        assert_eq!(escape_control("\r\t\0\x7f\u{9b}"), "\\r\\t\\x00\\x7f\\x9b");
+        assert_eq!(escape_control("evil\u{202e}fdp.exe\u{2066}\u{2028}"), "evil\\u{202e}fdp.exe\\u{2066}\\u{2028}");
+        assert!(matches!(escape_control("src/App.tsx — ünïcode ✓"), Cow::Borrowed(_)));
+        assert_eq!(escape_control_text("line 1\n\tline 2\x1b[2J"), "line 1\n\tline 2\\x1b[2J");
+    }
 
     #[test]
     fn events_are_flat_objects_tagged_by_type() {

@@ -1,12 +1,18 @@
 //! `kiln chat`: a terminal client of the builder's chat API. Prints the
 //! events as they stream (readable by default, raw NDJSON with `--json`) and
 //! exits non-zero when the turn reports an `error`.
+//!
+//! Most of what it prints was written in a sandbox (the agent's text, tool
+//! titles, file names), so every such string goes through
+//! [`escape_control`] first: a file named with a newline or an ANSI escape
+//! sequence shows as `\n` or `\x1b[…`, and cannot clear the terminal,
+//! recolour it or forge a line of output.
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use kiln_types::chat::{ChatEvent, EventBody, StopReason, ToolStatus};
+use kiln_types::chat::{ChatEvent, EventBody, StopReason, ToolStatus, escape_control, escape_control_text};
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
@@ -74,7 +80,7 @@ pub async fn run(a: ChatArgs) -> anyhow::Result<u8> {
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&b).into_owned());
-        eprintln!("kiln chat: the server refused ({status}): {msg}");
+        eprintln!("kiln chat: the server refused ({status}): {}", escape_control(&msg));
         return Ok(2);
     }
     let mut printer = Printer { json: a.json, failed: false, in_text: false, titles: Default::default() };
@@ -115,20 +121,21 @@ impl Printer {
         if text.is_empty() {
             return Ok(());
         }
-        let ev: ChatEvent = serde_json::from_str(text).with_context(|| format!("not a chat event: {text}"))?;
+        let ev: ChatEvent =
+            serde_json::from_str(text).with_context(|| format!("not a chat event: {}", escape_control(text)))?;
         if matches!(ev.body, EventBody::Error { .. })
             || matches!(ev.body, EventBody::Done { stop_reason: StopReason::Error })
         {
             self.failed = true;
         }
         if self.json {
-            println!("{text}");
+            println!("{}", json_safe(text));
             return Ok(());
         }
         use std::io::Write;
         match ev.body {
             EventBody::Text { delta } | EventBody::Html { delta } => {
-                print!("{delta}");
+                print!("{}", escape_control_text(&delta));
                 let _ = std::io::stdout().flush();
                 self.in_text = true;
             }
@@ -141,7 +148,7 @@ impl Printer {
                     self.titles.insert(t.id.clone(), title.clone());
                 }
                 if let Some(s) = describe(&other, &self.titles) {
-                    println!("{s}");
+                    println!("{}", escape_control_text(&s));
                 }
             }
         }
@@ -157,11 +164,11 @@ fn describe(b: &EventBody, titles: &std::collections::HashMap<String, String>) -
                 (_, _, Some(ms)) => format!("cold boot, {ms} ms"),
                 _ => "ready".into(),
             };
-            let m = model.as_deref().map(|m| format!(" · model {m}")).unwrap_or_default();
-            let sb = sandbox_id.as_deref().map(|s| format!(" sandbox {s}")).unwrap_or_default();
-            format!("▸ {}{sb} ({start}){m}\n  preview: {preview_url}", mode.as_str())
+            let m = model.as_deref().map(|m| format!(" · model {}", escape_control(m))).unwrap_or_default();
+            let sb = sandbox_id.as_deref().map(|s| format!(" sandbox {}", escape_control(s))).unwrap_or_default();
+            format!("▸ {}{sb} ({start}){m}\n  preview: {}", mode.as_str(), escape_control(preview_url))
         }
-        EventBody::Boot { phase, ms } => format!("  booting: {phase} ({ms} ms)"),
+        EventBody::Boot { phase, ms } => format!("  booting: {} ({ms} ms)", escape_control(phase)),
         EventBody::ToolCall(t) => {
             let status = match t.status {
                 Some(ToolStatus::Completed) => "✓",
@@ -170,22 +177,63 @@ fn describe(b: &EventBody, titles: &std::collections::HashMap<String, String>) -
                 _ => "·",
             };
             let title = titles.get(&t.id).unwrap_or(&t.id);
-            format!("  {status} {title}")
+            format!("  {status} {}", escape_control(title))
         }
         EventBody::File { path, op } => {
-            format!("  {} {path}", if matches!(op, kiln_types::chat::FileOp::Delete) { "−" } else { "+" })
+            let sign = if matches!(op, kiln_types::chat::FileOp::Delete) { "−" } else { "+" };
+            format!("  {sign} {}", escape_control(path))
         }
         EventBody::Version(v) => {
-            format!("✓ version {} ({} files): {}", &v.sha[..7.min(v.sha.len())], v.files.len(), v.message)
+            let sha = v.sha.get(..7).unwrap_or(&v.sha);
+            format!("✓ version {} ({} files): {}", escape_control(sha), v.files.len(), escape_control(&v.message))
         }
-        EventBody::Error { code, message, .. } => format!("✗ error ({code}): {message}"),
+        EventBody::Error { code, message, .. } => {
+            format!("✗ error ({}): {}", escape_control(code), escape_control(message))
+        }
         EventBody::Done { stop_reason } => format!("■ done: {}", serde_json::to_value(stop_reason).ok()?.as_str()?),
         _ => return None,
     })
 }
 
+/// A JSON line as it came, with the characters JSON leaves raw but a
+/// terminal acts on (DEL, C1 controls, bidi overrides) written as `\uXXXX`
+/// escapes: the same JSON, safe to print. (The server already escapes C0.)
+fn json_safe(line: &str) -> std::borrow::Cow<'_, str> {
+    if matches!(escape_control(line), std::borrow::Cow::Borrowed(_)) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if matches!(escape_control(c.encode_utf8(&mut [0; 4])), std::borrow::Cow::Borrowed(_)) {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_strings_are_printed_with_visible_escapes() {
+        let titles = Default::default();
+        let file = EventBody::File { path: "src/a\nb\x1b[31m.tsx".into(), op: kiln_types::chat::FileOp::Write };
+        assert_eq!(describe(&file, &titles).unwrap(), "  + src/a\\nb\\x1b[31m.tsx");
+        let err = EventBody::Error { code: "x".into(), message: "\x1b[2Jgone\u{202e}".into(), retryable: true };
+        assert_eq!(describe(&err, &titles).unwrap(), "✗ error (x): \\x1b[2Jgone\\u{202e}");
+        let line = "{\"delta\":\"a\u{202e}b\u{9b}c\"}";
+        let safe = json_safe(line);
+        assert_eq!(safe, "{\"delta\":\"a\\u202eb\\u009bc\"}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["delta"], "a\u{202e}b\u{9b}c", "still the same JSON");
+    }
+
     #[test]
     fn new_keys_are_uuids_the_server_accepts() {
         for _ in 0..50 {

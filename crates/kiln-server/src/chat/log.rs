@@ -5,7 +5,10 @@
 //! the turn goes on and `GET /api/chat/events?after=` picks the stream up
 //! again. One turn at a time per session: [`ChatHub::begin`] is the lock,
 //! and the [`Turn`] guard guarantees the log always ends a turn with `done`
-//! (even if the task panics) and releases the lock.
+//! (even if the task panics) and releases the lock. A log keeps at most
+//! [`LOG_LIMIT`] events and [`LOG_BYTES_LIMIT`] bytes, oldest dropped first:
+//! what an agent says is bounded per event and per turn by kiln-bridge, and
+//! here in sum, so a session's memory does not depend on its sandbox.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Events kept per session; older ones are dropped first.
 pub const LOG_LIMIT: usize = 10_000;
+/// Bytes (as JSON) kept per session, whatever the count: an agent's events
+/// are bounded one by one (kiln-bridge's contract), this bounds their sum.
+pub const LOG_BYTES_LIMIT: usize = 64 << 20;
 /// Logs of sessions idle this long (and not running) are forgotten; the
 /// versions live on in git.
 const FORGET_AFTER: Duration = Duration::from_secs(6 * 3600);
@@ -35,7 +41,9 @@ pub struct ChatLog {
 }
 
 struct Inner {
-    events: VecDeque<ChatEvent>,
+    /// Each event with its size as JSON.
+    events: VecDeque<(ChatEvent, usize)>,
+    bytes: usize,
     next_seq: u64,
     running: Option<Running>,
     last_active: Instant,
@@ -83,7 +91,10 @@ impl ChatHub {
         Ok(Turn { log, cancel, first_seq, done: false })
     }
 
-    /// Cancels the running turn; `false` if none runs.
+    /// Cancels the running turn; `false` if none runs. Returns at once:
+    /// the agent's ACP cancel goes to envd in the background (bounded by the
+    /// client's cancel deadline), and the turn ends by itself or, if envd
+    /// does not end it, within [`super::vm::CANCEL_GRACE`].
     pub async fn cancel(&self, key: &str) -> bool {
         let Some(log) = self.existing(key) else { return false };
         let agent = {
@@ -92,10 +103,12 @@ impl ChatHub {
             r.cancel.cancel();
             r.agent.clone()
         };
-        if let Some((client, session)) = agent
-            && let Err(e) = client.agent_cancel(&session).await
-        {
-            tracing::warn!(error = %e, "cancelling the agent's turn failed");
+        if let Some((client, session)) = agent {
+            tokio::spawn(async move {
+                if let Err(e) = client.agent_cancel(&session).await {
+                    tracing::warn!(error = %e, "cancelling the agent's turn failed");
+                }
+            });
         }
         true
     }
@@ -103,7 +116,8 @@ impl ChatHub {
 
 impl ChatLog {
     fn new() -> Arc<ChatLog> {
-        let inner = Inner { events: VecDeque::new(), next_seq: 1, running: None, last_active: Instant::now() };
+        let inner =
+            Inner { events: VecDeque::new(), bytes: 0, next_seq: 1, running: None, last_active: Instant::now() };
         Arc::new(ChatLog { inner: Mutex::new(inner), newest: watch::channel(0).0 })
     }
 
@@ -117,12 +131,16 @@ impl ChatLog {
     }
 
     fn push(&self, body: EventBody, end_turn: bool) -> u64 {
+        // Measured before the lock (the `seq` field is a few bytes more).
+        let size = json_size(&body) + 32;
         let mut i = self.inner.lock().unwrap();
         let seq = i.next_seq;
         i.next_seq += 1;
-        i.events.push_back(ChatEvent { seq, body });
-        while i.events.len() > LOG_LIMIT {
-            i.events.pop_front();
+        i.events.push_back((ChatEvent { seq, body }, size));
+        i.bytes += size;
+        while i.events.len() > LOG_LIMIT || (i.bytes > LOG_BYTES_LIMIT && i.events.len() > 1) {
+            let (_, gone) = i.events.pop_front().expect("not empty");
+            i.bytes -= gone;
         }
         i.last_active = Instant::now();
         if end_turn {
@@ -137,7 +155,7 @@ impl ChatLog {
     /// Events after `after`, and whether a turn is still running.
     fn after(&self, after: u64) -> (Vec<ChatEvent>, bool) {
         let i = self.inner.lock().unwrap();
-        let evs = i.events.iter().filter(|e| e.seq > after).cloned().collect();
+        let evs = i.events.iter().filter(|(e, _)| e.seq > after).map(|(e, _)| e.clone()).collect();
         (evs, i.running.is_some())
     }
 
@@ -166,6 +184,23 @@ impl ChatLog {
         })
         .flatten()
     }
+}
+
+/// The length of `ev` as JSON, counted without building it.
+fn json_size(ev: &EventBody) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, ev);
+    c.0
 }
 
 /// A running turn. Dropping it without [`Turn::done`] ends the turn with an
@@ -271,6 +306,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sessions_log_is_bounded_in_bytes_as_well_as_events() {
+        let hub = ChatHub::default();
+        let mut t = hub.begin("k").unwrap();
+        let big = "x".repeat(1 << 20);
+        for _ in 0..(LOG_BYTES_LIMIT >> 20) + 10 {
+            t.emit(text(&big));
+        }
+        t.finish(StopReason::EndTurn);
+        let i = hub.log("k").inner.lock().unwrap().bytes;
+        assert!(i <= LOG_BYTES_LIMIT, "{i}");
+        let evs: Vec<_> = hub.log("k").stream(0).collect().await;
+        assert!(evs.last().unwrap().body.is_done() && evs.len() < (LOG_BYTES_LIMIT >> 20) + 1);
+    }
+
+    #[tokio::test]
     async fn a_dropped_turn_ends_with_an_error_and_unlocks() {
         let hub = ChatHub::default();
         {
@@ -281,6 +331,30 @@ mod tests {
         assert!(matches!(evs[1].body, EventBody::Error { .. }));
         assert!(evs[2].body.is_done());
         assert!(hub.begin("k").is_ok());
+    }
+
+    #[tokio::test]
+    async fn cancel_returns_at_once_when_envd_never_answers() {
+        // An envd that accepts connections and never answers.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("envd.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                conns.push(c);
+            }
+        });
+        let hub = ChatHub::default();
+        let t = hub.begin("k").unwrap();
+        let client = EnvdClient::new(kiln_sandbox::Endpoint { socket, token: "t".into() });
+        t.set_agent(client, "s".into());
+        let started = Instant::now();
+        assert!(hub.cancel("k").await);
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        tokio::time::timeout(Duration::from_secs(1), t.cancelled()).await.unwrap();
+        drop(t);
+        held.abort();
     }
 
     #[tokio::test]

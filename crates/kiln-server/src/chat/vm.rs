@@ -2,16 +2,23 @@
 //! boot, with `boot` progress), put the app's newest version back if the
 //! sandbox is new to an app that has versions, then run the agent's turn
 //! through envd and end it with a version (kiln-bridge).
+//!
+//! envd may hang or lie (it runs in the sandbox), so nothing here waits on
+//! it without a bound: every envd call has the client's deadline, and once a
+//! turn is cancelled the agent's part gets [`CANCEL_GRACE`] to end by itself
+//! before the server ends it without envd. A claim or boot is never
+//! abandoned (that would leak its sandbox); its envd calls are bounded too.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kiln_bridge::{AgentSession, GatewayNotices, VersionCtx};
 use kiln_pool::{Acquired, BootPhase, Source};
 use kiln_sandbox::EnvdClient;
-use kiln_types::chat::{ChatMode, EventBody, StopReason};
+use kiln_types::chat::{ChatMode, EventBody, StopReason, escape_control};
 use kiln_versions::AppRepo;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{Prompt, Turn};
 use crate::serve::AppState;
@@ -79,7 +86,8 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
     let (a, ctx) = match acquired {
         Ok(v) => v,
         Err(detail) => {
-            tracing::error!(session = %p.key.as_str(), error = %detail, "no sandbox for a chat turn");
+            let error = escape_control(&detail);
+            tracing::error!(session = %p.key.as_str(), %error, "no sandbox for a chat turn");
             return turn.fail(
                 "sandbox_unavailable",
                 "No sandbox could be started for this app; try again in a moment.",
@@ -114,21 +122,73 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
         return turn.fail("no_agent", why, false);
     };
     let client = EnvdClient::new(a.endpoint.clone());
+    turn.set_agent(client.clone(), agent.session_id.clone());
+    let cancel = turn.cancel_token();
+    let sandbox = a.sandbox_id.to_string();
+    let agent_turn = agent_turn(st, p, &client, &agent.session_id, &ctx, &sandbox, &mut turn);
+    if unless_cancelled(&cancel, CANCEL_GRACE, agent_turn).await.is_none() {
+        // envd did not end the cancelled turn within the grace period (it
+        // may be hung, or hostile): end it here, keeping what changed.
+        if !turn.is_done() {
+            tracing::warn!(session = %p.key.as_str(), %sandbox, "envd did not end a cancelled turn; ended by the server");
+            match ctx.commit(&p.text).await {
+                Ok(Some(v)) => turn.emit(EventBody::Version(v)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %escape_control(&e.to_string()), "committing a cancelled turn failed");
+                }
+            }
+            turn.finish(StopReason::Cancelled);
+        }
+    }
+    let _ = st.pool.store().touch_session(p.key.as_str(), crate::now_ms()).await;
+}
+
+/// How long a cancelled turn may take to end by itself (envd relays the
+/// agent's `done {cancelled}`, the bridge commits the version) before the
+/// server ends it without envd.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `work` to its end, unless `cancel` fires and `work` has not ended
+/// `grace` later: then it is dropped (with every envd connection it holds)
+/// and `None` returned. So a cancelled turn ends within the grace period
+/// whatever envd does.
+pub async fn unless_cancelled<T>(
+    cancel: &CancellationToken,
+    grace: Duration,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        out = work => Some(out),
+        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => None,
+    }
+}
+
+/// The agent's part of a turn: select the demo model if asked, then relay
+/// the turn through kiln-bridge (which ends it with `version` and `done`).
+async fn agent_turn(
+    st: &AppState,
+    p: &Prompt,
+    client: &EnvdClient,
+    session_id: &str,
+    ctx: &VersionCtx,
+    sandbox: &str,
+    turn: &mut Turn,
+) {
     // The demo is not among the models an agent offers, so it is set as a
     // plain config value (kiln-agent accepts any `scripted:` path).
     let demo =
         kiln_types::agent::SetConfigRequest { config_id: "model".into(), value: st.models.demo_agent_model.clone() };
     if p.demo
-        && let Err(e) = client.agent_set_config(&agent.session_id, &demo).await
+        && let Err(e) = client.agent_set_config(session_id, &demo).await
     {
-        tracing::error!(error = %e, "selecting the demo model failed");
+        tracing::error!(%sandbox, error = %e, "selecting the demo model failed");
         return turn.fail("agent_error", "The agent did not accept the demo model; try again.", true);
     }
-    turn.set_agent(client.clone(), agent.session_id.clone());
-    let notices = GatewayNotices { sandbox: a.sandbox_id.to_string(), rx: st.gateway.subscribe() };
+    let notices = GatewayNotices { sandbox: sandbox.to_owned(), rx: st.gateway.subscribe() };
     let (tx, mut rx) = mpsc::channel(256);
     let run = async {
-        let r = kiln_bridge::run_turn_with(&client, &agent.session_id, &p.text, Some(&ctx), Some(notices), &tx).await;
+        let r = kiln_bridge::run_turn_with(client, session_id, &p.text, Some(ctx), Some(notices), &tx).await;
         drop(tx);
         r
     };
@@ -139,10 +199,35 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
     };
     let (result, ()) = tokio::join!(run, forward);
     if let Err(e) = result {
-        tracing::error!(session = %p.key.as_str(), sandbox = %a.sandbox_id, error = %e, "chat turn failed");
-        turn.fail("agent_error", "The agent's turn failed; the changes so far are kept. Try again.", true);
-    } else if !turn.is_done() {
-        turn.finish(StopReason::Error);
+        // The bridge has told the browser what happened (error, then done);
+        // the log gets the details.
+        let error = escape_control(&e.to_string()).into_owned();
+        tracing::error!(session = %p.key.as_str(), %sandbox, %error, "chat turn failed");
     }
-    let _ = st.pool.store().touch_session(p.key.as_str(), crate::now_ms()).await;
+    if !turn.is_done() {
+        turn.fail("agent_error", "The agent's turn failed; the changes so far are kept. Try again.", true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cancelled_turn_ends_within_the_grace_period_even_if_envd_never_answers() {
+        let (cancel, grace) = (CancellationToken::new(), Duration::from_millis(200));
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.cancel();
+        });
+        let t = Instant::now();
+        assert_eq!(unless_cancelled(&cancel, grace, std::future::pending::<()>()).await, None);
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+        // A turn that ends by itself (envd relayed `done {cancelled}`) keeps its result.
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        assert_eq!(unless_cancelled(&cancel, grace, async { 7 }).await, Some(7));
+    }
 }
