@@ -25,6 +25,9 @@ pub struct GraphStats {
     pub failed: Vec<String>,
 }
 
+/// Largest module the warm-up crawl reads.
+const MAX_MODULE_BYTES: usize = 16 << 20;
+
 /// GETs `path` on `port` inside the sandbox; returns status and body.
 pub async fn proxy_get(client: &EnvdClient, port: u16, path: &str) -> Result<(u16, bytes::Bytes), ClientError> {
     let req = Request::get(format!("/v1/proxy/{port}{path}"))
@@ -32,7 +35,15 @@ pub async fn proxy_get(client: &EnvdClient, port: u16, path: &str) -> Result<(u1
         .body(Empty::<bytes::Bytes>::new())?;
     let resp = client.send(req).await?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
+    // A module served by the sandbox is untrusted input: bounded like a file read.
+    let limited = http_body_util::Limited::new(resp.into_body(), MAX_MODULE_BYTES);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ClientError::TooLarge { what: "a dev-server module", limit: MAX_MODULE_BYTES });
+        }
+        Err(e) => return Err(ClientError::Body(e.to_string())),
+    };
     Ok((status, body))
 }
 
