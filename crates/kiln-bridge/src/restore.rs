@@ -11,8 +11,23 @@ use kiln_versions::{Entry, Snapshot, snapshot};
 
 use crate::turn::{TurnError, VersionCtx, blocking};
 
-/// Makes the sandbox's files equal to `target`. Returns the paths changed.
+/// The longest a whole restore may take. Each file call has its own
+/// deadline, but a slow (or hostile) envd answering just inside it for every
+/// file would otherwise hold the session's lock for minutes.
+pub const RESTORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Makes the sandbox's files equal to `target`, within [`RESTORE_DEADLINE`].
+/// Returns the paths changed.
 async fn apply(client: &EnvdClient, ctx: &VersionCtx, target: Snapshot) -> Result<Vec<String>, TurnError> {
+    tokio::time::timeout(RESTORE_DEADLINE, apply_all(client, ctx, target)).await.map_err(|_| {
+        TurnError::Envd(kiln_sandbox::envd_client::ClientError::Timeout {
+            what: "a whole restore",
+            after: RESTORE_DEADLINE,
+        })
+    })?
+}
+
+async fn apply_all(client: &EnvdClient, ctx: &VersionCtx, target: Snapshot) -> Result<Vec<String>, TurnError> {
     let tree = ctx.work_tree.clone();
     let current = blocking(move || snapshot::take(&tree)).await?;
     let mut changed = Vec::new();
