@@ -1,7 +1,29 @@
 //! The web UI: plain HTML, CSS and JavaScript modules in `web/`, embedded in
-//! the binary (no front-end build step to run Kiln). Served with a CSP that
-//! allows this origin's scripts and framing previews (`*.localhost` or the
-//! configured preview domain) and quick apps only.
+//! the binary (no front-end build step to run Kiln).
+//!
+//! The builder page holds the session key (localStorage) and the right to
+//! call Kiln's API, and it shows what sandboxes and models wrote. So its CSP
+//! ([`builder_csp`]) allows only this origin's script files — no inline
+//! script, no `eval` — requires Trusted Types with no policy allowed (no
+//! HTML sink such as `innerHTML` or `srcdoc` can be used at all, and a
+//! `javascript:` URL cannot run), frames only previews (`*.<preview
+//! domain>`) and this origin, and cannot itself be framed. Were a hostile
+//! event to slip past the UI's own URL gate (`web/urls.js`) and text-only
+//! rendering, the browser still refuses to run it in Kiln's origin.
+//!
+//! Quick mode is why the page once allowed `'unsafe-inline'`: it rendered the
+//! model's HTML progressively in an `srcdoc` frame, and `srcdoc` documents
+//! inherit their parent's policy. Now the quick frame loads a shell document
+//! (`web/quick-frame.html`) that is served with the quick apps' own policy
+//! ([`shell_csp`]: `sandbox allow-scripts`, so an opaque origin that reaches
+//! neither Kiln's origin nor its storage; inline script for the app; no
+//! network), and the builder streams the HTML into it with postMessage. The
+//! app's inline script is allowed there, in a document that has nothing to
+//! steal, instead of on the page that has everything. (Alternatives: a nonce
+//! or hashes cannot cover model-written script; `blob:` and `data:`
+//! documents inherit the page's policy just as `srcdoc` does; streaming the
+//! HTML from the server into `/q/<id>` would need the chat log to be
+//! readable by quick app id.)
 
 use std::sync::Arc;
 
@@ -28,18 +50,25 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-fn csp(st: &AppState) -> String {
+/// The quick frame's shell document (see the module doc).
+pub const QUICK_SHELL: &str = "quick-frame.html";
+
+/// The builder page's policy (see the module doc).
+pub fn builder_csp(st: &AppState) -> String {
     let (scheme, _) = st.cfg.edge.public_url.split_once("://").unwrap_or(("http", ""));
-    // Inline script and style are allowed only because a quick app is shown
-    // in an `srcdoc` frame, which inherits this policy (the frame is
-    // sandboxed without `allow-same-origin`, so it cannot reach this page).
-    // The UI itself never inserts untrusted HTML.
     format!(
-        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; \
-         script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-src 'self' {scheme}://*.{d}:*; \
-         object-src 'none'; base-uri 'none'; form-action 'self'",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+         connect-src 'self'; frame-src 'self' {scheme}://*.{d}:*; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'",
         d = st.cfg.edge.preview_domain
     )
+}
+
+/// The quick frame shell's policy: exactly a stored quick app's
+/// (`/q/<id>`), so what streams in behaves as what is served later, except
+/// that only Kiln's own pages may frame it.
+pub fn shell_csp() -> String {
+    crate::api::sessions::QUICK_CSP.replace("frame-ancestors *", "frame-ancestors 'self'")
 }
 
 fn serve(st: &AppState, path: &str) -> Response {
@@ -51,11 +80,23 @@ fn serve(st: &AppState, path: &str) -> Response {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if path.ends_with(".html")
-        && let Ok(v) = HeaderValue::from_str(&csp(st))
-    {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    let policy = match path {
+        QUICK_SHELL => Some(shell_csp()),
+        p if p.ends_with(".html") => Some(builder_csp(st)),
+        _ => None,
+    };
+    match policy.as_deref().map(HeaderValue::from_str) {
+        None => {}
+        Some(Ok(v)) => {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        }
+        // Never a page without its policy (the preview domain is validated,
+        // so this is not expected).
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "the page's CSP is not a valid header value");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        }
     }
     r
 }
@@ -69,4 +110,26 @@ pub async fn asset(State(st): State<Arc<AppState>>, Path(path): Path<String>) ->
         return (StatusCode::NOT_FOUND, "not found").into_response();
     }
     serve(&st, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    fn directives(policy: &str) -> std::collections::BTreeSet<String> {
+        policy
+            .split(';')
+            .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|d| !d.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_quick_shell_has_the_quick_app_policy_framed_only_by_kiln() {
+        let shell = directives(&super::shell_csp());
+        assert!(shell.contains("frame-ancestors 'self'") && shell.contains("sandbox allow-scripts"), "{shell:?}");
+        let not_framing = |s: &std::collections::BTreeSet<String>| {
+            s.iter().filter(|d| !d.starts_with("frame-ancestors")).cloned().collect::<Vec<_>>()
+        };
+        let quick = directives(crate::api::sessions::QUICK_CSP);
+        assert_eq!(not_framing(&shell), not_framing(&quick), "the shell and /q/<id> must behave alike");
+    }
 }

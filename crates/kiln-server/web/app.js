@@ -1,10 +1,18 @@
 // Kiln's builder UI: landing (prompt + mode), then chat beside a live
 // preview, versions, share and cancel. Talks only to Kiln's HTTP API
 // (docs/openapi.json); events are docs/chat-events.md.
+//
+// Events are untrusted input: what a sandbox's agent says reaches this page
+// through them. So every address from an event (or from the API) passes the
+// gate in urls.js before anything navigates to it or copies it, text is
+// only ever inserted as text (chat.js), and a malformed event is skipped
+// without stopping the stream. The page runs under a CSP with no inline
+// script and Trusted Types required (web.rs), so no HTML sink is used here.
 
 import { chat, resume, errorMessage } from "./stream.js";
 import { Preview } from "./preview.js";
 import { Transcript } from "./chat.js";
+import { RefusedUrl, allowUrls, checkUrl, openTab } from "./urls.js";
 
 const $ = (id) => document.getElementById(id);
 const KEY = "kiln.sessionKey";
@@ -74,7 +82,7 @@ function showBuilder() {
 
 function modelBadge(model) {
   const b = $("model-badge");
-  if (!model) {
+  if (typeof model !== "string" || !model) {
     b.hidden = true;
     return;
   }
@@ -84,32 +92,58 @@ function modelBadge(model) {
   b.classList.toggle("demo", model === "demo");
 }
 
-/** One chat event. */
-function onEvent(ev) {
+/** An address the gate refused: said in the chat (as text), nothing opened. */
+function refused(e, where = "") {
+  transcript.error(where ? `${where}: ${e.message}` : e.message);
+}
+
+/**
+ * One chat event: what the stream reader (stream.js) calls for every event,
+ * live or replayed. Exported so the browser tests can feed it events a
+ * compromised sandbox might send.
+ */
+export function onEvent(ev) {
+  if (!ev || typeof ev !== "object") return;
+  try {
+    handle(ev);
+  } catch (e) {
+    if (e instanceof RefusedUrl) refused(e);
+    else console.error("a chat event could not be shown", ev, e);
+  }
+}
+
+function handle(ev) {
   switch (ev.type) {
     case "session":
       // Live turns show the prompt when it is sent; a replayed log shows it here.
       if (state.replaying) {
-        transcript.user(ev.prompt);
+        transcript.user(String(ev.prompt ?? ""));
         setRunning(true); // until this turn's done (if the log has it yet)
       }
       preview.mark("session");
-      state.mode = ev.mode;
-      state.shareUrl = ev.previewUrl;
+      state.mode = ev.mode === "quick" ? "quick" : "vm";
+      state.shareUrl = null;
       if (ev.model) modelBadge(ev.model);
-      if (ev.mode === "quick") {
+      if (state.mode === "quick") {
         state.quickId = ev.appId;
-        preview.quickStart(ev.previewUrl);
+        preview.quickStart(ev.previewUrl); // throws RefusedUrl: nothing shown
+        state.shareUrl = checkUrl(ev.previewUrl, "quick").href;
         status("Quick mode · writing one HTML file", "busy");
       } else {
-        preview.show(ev.previewUrl);
+        try {
+          preview.show(ev.previewUrl);
+        } catch (e) {
+          preview.idle("The preview's address was refused (see the chat).");
+          throw e;
+        }
+        state.shareUrl = checkUrl(ev.previewUrl, "preview").href;
         const how = ev.warm ? `Warm start · sandbox ready in ${fmtMs(ev.claimMs ?? 0)}` : `Cold start · sandbox booted in ${fmtMs(ev.bootMs ?? 0)}`;
         state.startLine = how;
         status(`${how} · agent working…`, "busy");
       }
       break;
     case "boot":
-      status(`Starting a sandbox: ${ev.phase.replace("_", " ")} (${fmtMs(ev.ms)})`, "busy");
+      status(`Starting a sandbox: ${String(ev.phase).replace("_", " ")} (${fmtMs(Number(ev.ms) || 0)})`, "busy");
       preview.waitingFor(ev.phase === "restore" ? "Restoring your app…" : "Starting a sandbox…");
       break;
     case "text":
@@ -135,7 +169,7 @@ function onEvent(ev) {
       transcript.error(
         /no more turns/.test(ev.message)
           ? "The recorded replay has no more steps. Configure a model (see the notice at the top) to keep building your own ideas."
-          : ev.message,
+          : String(ev.message ?? "Something went wrong."),
       );
       if (ev.code === "no_model") $("no-model").hidden = false;
       break;
@@ -165,6 +199,7 @@ async function send(prompt, mode) {
   status(mode === "quick" ? "Asking for one HTML file…" : "Getting your sandbox…", "busy");
   if (mode === "vm" && !preview.url) preview.waitingFor("Getting a sandbox…");
   try {
+    await configured; // the URL gate needs the preview domain
     await chat({ sessionKey: state.key, prompt, mode, demo: state.demo }, onEvent);
   } catch (e) {
     transcript.error(e.message);
@@ -221,7 +256,13 @@ function renderVersions(s) {
       b.className = "ghost";
       if (quick) {
         b.textContent = "Open";
-        b.onclick = () => window.open(`/q/${s.quick.id}/${v.sha}`, "_blank", "noopener");
+        b.onclick = () => {
+          try {
+            openTab(`${location.origin}/q/${s.quick.id}/${v.sha}`);
+          } catch (e) {
+            refused(e);
+          }
+        };
       } else {
         b.textContent = "Restore";
         b.onclick = () => restore(v.sha);
@@ -238,10 +279,13 @@ async function restore(sha) {
   setRunning(true);
   status(`Restoring ${sha.slice(0, 7)}…`, "busy");
   try {
-    const r = await fetch(`/api/sessions/${state.key}/versions/${sha}/restore`, { method: "POST" });
+    const r = await fetch(`/api/sessions/${state.key}/versions/${encodeURIComponent(sha)}/restore`, { method: "POST" });
     if (!r.ok) throw new Error(await errorMessage(r));
     const j = await r.json();
-    if (j.previewUrl) preview.show(j.previewUrl);
+    if (j.previewUrl) {
+      preview.show(j.previewUrl); // throws RefusedUrl: reported below
+      state.shareUrl = checkUrl(j.previewUrl, "preview").href;
+    }
     preview.fileChanged();
     transcript.system(`Restored version ${sha.slice(0, 7)}.`);
     status(`Restored ${sha.slice(0, 7)}`, "ok");
@@ -263,7 +307,9 @@ async function loadConfig() {
   try {
     const r = await fetch("/api/config");
     state.config = await r.json();
+    allowUrls(state.config);
   } catch {
+    // Without the preview domain the URL gate stays closed: no preview opens.
     state.config = { model: null, howTo: "" };
   }
   const c = state.config;
@@ -287,11 +333,18 @@ async function resumeSession() {
     state.mode = "quick";
     setMode("quick");
     await refreshSession();
-    if (s.quick.versions.length) preview.quickShow(s.quick.url);
-    state.shareUrl = s.quick.url;
+    try {
+      state.shareUrl = checkUrl(s.quick.url, "quick").href;
+    } catch (e) {
+      refused(e, "The quick app");
+    }
   } else if (s.sandbox) {
-    preview.show(s.sandbox.previewUrl);
-    state.shareUrl = s.sandbox.previewUrl;
+    try {
+      preview.show(s.sandbox.previewUrl);
+      state.shareUrl = checkUrl(s.sandbox.previewUrl, "preview").href;
+    } catch (e) {
+      refused(e, "The preview");
+    }
     status(`Sandbox ${s.sandbox.state || "stopped"}`, s.sandbox.state === "running" ? "ok" : "");
   } else {
     preview.idle("This app's sandbox has stopped; your next prompt restores it.");
@@ -303,6 +356,15 @@ async function resumeSession() {
     state.replaying = false;
   } else {
     transcript.system("Welcome back. Your versions are listed under Versions.");
+  }
+  // The stored quick app, unless the log's quick turns are already showing
+  // (one navigation of the quick frame, not two racing).
+  if (s.quick && !hasVm && s.quick.versions.length && !preview.quickShell) {
+    try {
+      preview.quickShow(s.quick.url);
+    } catch (e) {
+      refused(e, "The quick app");
+    }
   }
 }
 
@@ -359,16 +421,29 @@ function wire() {
   };
   $("share-btn").onclick = async () => {
     if (!state.shareUrl) return toast("Nothing to share yet");
+    let link;
     try {
-      await navigator.clipboard.writeText(state.shareUrl);
+      link = checkUrl(state.shareUrl).href;
+    } catch (e) {
+      return refused(e, "Share");
+    }
+    try {
+      await navigator.clipboard.writeText(link);
       toast("Link copied — anyone with it sees the live app");
     } catch {
       // No clipboard access (an http:// deployment, a denied permission):
       // show the link to copy by hand.
-      toast(`Share this link: ${state.shareUrl}`, 8000);
+      toast(`Share this link: ${link}`, 8000);
     }
   };
-  $("open-btn").onclick = () => state.shareUrl && window.open(state.shareUrl, "_blank", "noopener");
+  $("open-btn").onclick = () => {
+    if (!state.shareUrl) return toast("Nothing to open yet");
+    try {
+      openTab(state.shareUrl);
+    } catch (e) {
+      refused(e, "Open");
+    }
+  };
   $("versions-btn").onclick = (e) => {
     e.stopPropagation();
     const v = $("versions");
@@ -413,7 +488,8 @@ async function prewarm() {
     .catch(() => {});
 }
 
+// Everything that may navigate waits for the config (the URL gate's rules).
+const configured = loadConfig();
 wire();
 prewarm();
-loadConfig();
-resumeSession();
+configured.then(resumeSession);

@@ -1,7 +1,10 @@
 // The chat transcript: text streams into the current agent message; tool
 // calls are compact cards updated in place by id (file written, command
 // run, browser check with its result). Everything is inserted as text,
-// never as HTML: the model's output is untrusted.
+// never as HTML: the model's output (titles, paths, commands, outputs,
+// errors) is untrusted, and so is every field's type — a value that should
+// be a string is made one before it is shown, and a card's state only ever
+// becomes one of the known class names.
 
 const $ = (id) => document.getElementById(id);
 
@@ -14,10 +17,22 @@ function el(tag, cls, text) {
 
 const STATE_LABEL = { pending: "queued", in_progress: "running…", completed: "done", failed: "failed" };
 
+/** `v` as text: strings as they are, anything else as JSON ("" for none). */
+function str(v) {
+  if (v === undefined || v === null) return "";
+  if (typeof v === "string") return v;
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
 /** What a tool card says: an icon and a one-line title. */
 function describe(call) {
-  const input = call.input || {};
-  const title = call.title || "";
+  const raw = call.input && typeof call.input === "object" ? call.input : {};
+  const input = { url: str(raw.url), path: str(raw.path), command: str(raw.command), content: raw.content };
+  const title = str(call.title);
   // kiln-agent titles MCP calls "Browser: navigate"; others use the tool name.
   const name = title.startsWith("Browser: ") ? `browser_${title.slice(9).replace(/ /g, "_")}` : title.split(/[ (:]/)[0];
   if (/^browser_/.test(name)) {
@@ -83,26 +98,27 @@ export class Transcript {
   text(delta) {
     this.thought = null;
     if (!this.current) this.current = this.add(el("div", "msg agent", ""));
-    this.current.textContent += delta;
+    this.current.textContent += str(delta);
     this.scroll();
   }
 
   thinking(delta) {
     if (!this.thought) this.thought = this.add(el("div", "msg thought", ""));
-    this.thought.textContent += delta;
+    this.thought.textContent += str(delta);
     this.scroll();
   }
 
   error(message) {
     this.current = null;
-    this.add(el("div", "msg error", message));
+    this.add(el("div", "msg error", str(message)));
   }
 
   tool(ev) {
-    let c = this.cards.get(ev.id);
+    const id = str(ev.id);
+    let c = this.cards.get(id);
     if (!c) {
       const node = el("div", "card");
-      node.dataset.toolId = ev.id;
+      node.dataset.toolId = id;
       const head = el("div", "head");
       const icon = el("span", "icon");
       const title = el("span", "title");
@@ -110,7 +126,7 @@ export class Transcript {
       head.append(icon, title, state);
       node.append(head);
       c = { node, icon, title, state, call: {}, out: null };
-      this.cards.set(ev.id, c);
+      this.cards.set(id, c);
       this.current = null;
       this.thought = null;
       this.add(node);
@@ -120,8 +136,8 @@ export class Transcript {
     c.icon.textContent = d.icon;
     c.title.textContent = d.text;
     c.title.title = d.text;
-    const st = c.call.status || "pending";
-    c.state.textContent = STATE_LABEL[st] || st;
+    const st = Object.hasOwn(STATE_LABEL, c.call.status) ? c.call.status : "pending";
+    c.state.textContent = STATE_LABEL[st];
     c.node.className = `card ${st}`;
     if (c.call.output) {
       if (!c.out) {
@@ -131,14 +147,15 @@ export class Transcript {
         det.append(c.out);
         c.node.append(det);
       }
-      c.out.textContent = c.call.output;
+      c.out.textContent = str(c.call.output);
     }
     this.scroll();
   }
 
   version(v) {
     this.current = null;
-    const n = el("div", "version-note", `✓ Version ${v.sha.slice(0, 7)} saved · ${v.files.length} file${v.files.length === 1 ? "" : "s"} changed`);
+    const files = Array.isArray(v.files) ? v.files.length : 0;
+    const n = el("div", "version-note", `✓ Version ${str(v.sha).slice(0, 7)} saved · ${files} file${files === 1 ? "" : "s"} changed`);
     this.add(n);
   }
 }

@@ -4,6 +4,13 @@
 // preview into the standby iframe and swap when it fires `load`, so the
 // person never sees a white flash. `hmr:error` shows the build error over
 // the preview until an update applies.
+//
+// Every address a frame is pointed at passes the gate in urls.js first.
+// Quick mode renders in `#quick-frame`, an opaque-origin shell document
+// (quick-frame.html, served with the quick-app CSP) that this page streams
+// the HTML into with postMessage; see that file for why it is not `srcdoc`.
+
+import { QUICK_SHELL_PATH, checkUrl, navigateFrame } from "./urls.js";
 
 const HMR_WAIT_MS = 800;
 const $ = (id) => document.getElementById(id);
@@ -18,22 +25,40 @@ export class Preview {
     this.nonce = 0;
     this.lastAfter = 0;
     this.waiting = null;
+    /** Quick mode: the HTML so far, and whether the turn has ended. */
     this.quickHtml = "";
+    this.quickFinal = false;
     this.quickTimer = null;
+    /**
+     * The shell the quick frame should hold for this turn (null: none, or a
+     * stored app is shown): `gen` (its `?g=`), `ready` (it said so, so the
+     * frame holds it), `delivered` (it got the final render), `retries`.
+     */
+    this.quickShell = null;
+    this.quickLoad = null;
+    // Shell generations are this page's random prefix and a counter: on a
+    // reload Chromium restores a frame to its last address, so a shell of
+    // the previous page can say `ready` in this page's frame.
+    this.quickPage = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, "0")).join("");
+    this.quickCount = 0;
     this.stats = { hmr: 0, reloads: 0 };
     /** Timing marks for `kiln bench e2e`: {name, t} with performance.now(). */
     this.marks = [];
     window.addEventListener("message", (e) => this.onMessage(e));
   }
 
-  /** Shows the sandbox at `url` (no-op if already shown). */
+  /**
+   * Shows the sandbox at `url` (no-op if already shown). Throws `RefusedUrl`
+   * (and changes nothing) unless it is a sandbox preview address.
+   */
   show(url) {
+    const { href } = checkUrl(url, "preview");
     this.quick.hidden = true;
-    if (this.url === url) return;
-    this.url = url;
-    this.origin = new URL(url).origin;
-    $("preview-url").textContent = url;
-    this.live.src = url;
+    if (this.url === href) return;
+    navigateFrame(this.live, href, "preview");
+    this.url = href;
+    this.origin = new URL(href).origin;
+    $("preview-url").textContent = href;
     this.live.onload = () => this.ready();
   }
 
@@ -63,6 +88,7 @@ export class Preview {
 
   onMessage(e) {
     const d = e.data;
+    if (d && d.source === "kiln-quick") return this.onQuickMessage(e);
     if (!d || d.source !== "kiln-preview") return;
     if (e.origin !== this.origin || e.source !== this.live.contentWindow) return;
     if (d.type === "hmr:after") {
@@ -72,7 +98,8 @@ export class Preview {
       this.clearError();
       if (this.waiting) this.waiting.resolve(true);
     } else if (d.type === "hmr:error") {
-      this.showError(d.error?.message || "The build failed.");
+      const m = d.error?.message;
+      this.showError(typeof m === "string" && m ? m : "The build failed.");
     }
   }
 
@@ -126,15 +153,21 @@ export class Preview {
       this.live = next;
       this.standby = old;
       old.onload = null;
-      old.src = "about:blank";
+      old.src = "about:blank"; // a constant: the only address not from checkUrl
       this.clearError();
       this.ready();
     };
-    next.src = u.toString();
+    try {
+      navigateFrame(next, u.toString(), "preview");
+    } catch (e) {
+      this.swapping = false;
+      throw e;
+    }
   }
 
   /** Quick mode: render the HTML written so far (throttled). */
   quickDelta(delta) {
+    if (typeof delta !== "string") return;
     this.quickHtml += delta;
     if (this.quickTimer) return;
     this.quickTimer = setTimeout(() => {
@@ -143,32 +176,100 @@ export class Preview {
     }, 120);
   }
 
+  /**
+   * A quick turn starts: a fresh shell in the quick frame (a new window, so
+   * nothing of the previous version's scripts lives on). `url` is the quick
+   * app's address (shown above the frame); throws `RefusedUrl` unless it is
+   * one.
+   */
   quickStart(url) {
+    const { href } = checkUrl(url, "quick");
+    clearTimeout(this.quickTimer);
+    this.quickTimer = null;
     this.quickHtml = "";
+    this.quickFinal = false;
+    this.quickShell = { gen: "", ready: false, delivered: false, retries: 0 };
+    // One navigation per task: a replayed log starts several turns in a row,
+    // and Chromium does not always commit rapid navigations of one frame in
+    // the order they were made (an older shell can replace a newer one).
+    if (!this.quickLoad) this.quickLoad = setTimeout(() => this.loadShell(), 0);
     this.url = null;
     this.quick.hidden = false;
-    $("preview-url").textContent = url;
+    $("preview-url").textContent = href;
     $("empty-preview").hidden = true;
+  }
+
+  /** Points the quick frame at a new shell for the current turn. */
+  loadShell() {
+    clearTimeout(this.quickLoad);
+    this.quickLoad = null;
+    const sh = this.quickShell;
+    if (!sh) return;
+    sh.gen = `${this.quickPage}-${++this.quickCount}`;
+    sh.ready = false;
+    sh.delivered = false;
+    navigateFrame(this.quick, `${location.origin}${QUICK_SHELL_PATH}?g=${sh.gen}`, "quick");
+  }
+
+  /**
+   * Messages from the quick frame: only `ready`, from that frame. Our
+   * shell's `ready` lets the HTML flow. Another document's `ready` (an older
+   * shell, a restored one) means the frame holds, or is about to hold,
+   * something else: if ours had already loaded it was displaced, so load a
+   * new one (its render is the whole state again); if ours is still loading,
+   * look again shortly. A few retries per turn at most: the app itself can
+   * post anything.
+   */
+  onQuickMessage(e) {
+    const d = e.data;
+    const sh = this.quickShell;
+    if (e.source !== this.quick.contentWindow || e.origin !== "null" || d.type !== "ready" || !sh || !sh.gen) return;
+    if (d.gen === `?g=${sh.gen}`) {
+      if (sh.ready) return;
+      sh.ready = true;
+      if (this.quickHtml) this.renderQuick(); // what came before the shell loaded
+      return;
+    }
+    if (sh.retries >= 3) return;
+    const gen = sh.gen;
+    const retry = () => {
+      if (this.quickShell !== sh || sh.gen !== gen || this.quickLoad) return;
+      sh.retries++;
+      this.loadShell();
+    };
+    if (sh.ready) retry();
+    else setTimeout(() => !sh.ready && retry(), 3000);
   }
 
   renderQuick() {
     this.quick.hidden = false;
-    this.quick.srcdoc = this.quickHtml;
+    const sh = this.quickShell;
+    if (!sh || !sh.ready || sh.delivered) return; // sent when the shell says ready
+    // The shell's origin is opaque ("null"), so "*" is the only target that
+    // reaches it; what is sent is the app's own HTML. After the final render
+    // the window is the app's: nothing more is sent to it.
+    this.quick.contentWindow.postMessage({ source: "kiln-quick", type: "render", html: this.quickHtml, final: this.quickFinal }, "*");
+    if (this.quickFinal) sh.delivered = true;
   }
 
   quickDone() {
     clearTimeout(this.quickTimer);
     this.quickTimer = null;
+    this.quickFinal = true;
     if (this.quickHtml) this.renderQuick();
   }
 
-  /** Shows a stored quick app (after a page reload). */
+  /**
+   * Shows a stored quick app (after a page reload): `/q/<id>`, served with
+   * the quick-app CSP. Throws `RefusedUrl` unless `url` is a quick app's.
+   */
   quickShow(url) {
+    const href = navigateFrame(this.quick, url, "quick");
     this.url = null;
+    this.quickShell = null;
+    this.quickHtml = "";
     this.quick.hidden = false;
-    this.quick.removeAttribute("srcdoc");
-    this.quick.src = url;
-    $("preview-url").textContent = url;
+    $("preview-url").textContent = href;
     $("empty-preview").hidden = true;
   }
 }

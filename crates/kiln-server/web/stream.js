@@ -1,5 +1,18 @@
 // Reading Kiln's NDJSON chat stream (docs/chat-events.md), resuming with
 // /api/chat/events?after=<last seq> when the connection drops mid-turn.
+// A line that is not a JSON object is skipped (and logged): one malformed
+// event must not end the stream.
+
+function line(text, onEvent) {
+  let ev;
+  try {
+    ev = JSON.parse(text);
+  } catch {
+    console.warn("skipped a chat event that is not JSON");
+    return;
+  }
+  if (ev && typeof ev === "object" && !Array.isArray(ev)) onEvent(ev);
+}
 
 /** Reads NDJSON lines from a fetch Response, calling onEvent for each. */
 export async function readNdjson(resp, onEvent) {
@@ -12,12 +25,12 @@ export async function readNdjson(resp, onEvent) {
     buf += decoder.decode(value, { stream: true });
     let nl;
     while ((nl = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, nl).trim();
+      const text = buf.slice(0, nl).trim();
       buf = buf.slice(nl + 1);
-      if (line) onEvent(JSON.parse(line));
+      if (text) line(text, onEvent);
     }
   }
-  if (buf.trim()) onEvent(JSON.parse(buf));
+  if (buf.trim()) line(buf.trim(), onEvent);
 }
 
 /** An API error body's message, or the status. */
@@ -39,7 +52,7 @@ export async function chat(body, onEvent) {
   let last = 0;
   let sawDone = false;
   const track = (ev) => {
-    if (ev.seq <= last) return;
+    if (!(ev.seq > last)) return;
     last = ev.seq;
     if (ev.type === "done") sawDone = true;
     onEvent(ev);

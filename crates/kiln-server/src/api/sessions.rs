@@ -221,6 +221,7 @@ pub async fn config(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> 
         "demoAvailable": true,
         "howTo": i.how_to,
         "previewDomain": st.cfg.edge.preview_domain,
+        "publicUrl": st.cfg.edge.public_url,
         "agent": st.cfg.agent_command().is_some(),
     }))
 }

@@ -105,16 +105,46 @@ impl Ui {
 
     /// Text of `css` inside the live preview frame (None while loading).
     pub async fn in_preview(&self, css: &str, prop: Option<&str>) -> Option<String> {
+        self.in_frame("iframe.live", css, prop).await
+    }
+
+    /// Text (or the property `prop`) of `css` inside the top-level frame
+    /// `frame` (None while loading); back at the top level afterwards.
+    pub async fn in_frame(&self, frame: &str, css: &str, prop: Option<&str>) -> Option<String> {
         self.c.enter_parent_frame().await.ok()?;
-        let frame = self.c.find(Locator::Css("iframe.live")).await.ok()?;
-        frame.enter_frame().await.ok()?;
-        let e = self.c.find(Locator::Css(css)).await.ok()?;
-        let v = match prop {
-            Some(p) => e.prop(p).await.ok()?,
-            None => Some(e.text().await.ok()?),
+        let f = self.c.find(Locator::Css(frame)).await.ok()?;
+        f.enter_frame().await.ok()?;
+        let found = self.c.find(Locator::Css(css)).await.ok();
+        let v = match (found, prop) {
+            (None, _) => None,
+            (Some(e), Some(p)) => e.prop(p).await.ok().flatten(),
+            (Some(e), None) => e.text().await.ok(),
         };
         self.c.enter_parent_frame().await.ok()?;
         v
+    }
+
+    /// Waits until `css` in the top-level frame `frame` reads `want`.
+    pub async fn frame_shows(&self, frame: &str, css: &str, want: &str, secs: u64) {
+        let t = Instant::now();
+        loop {
+            let got = self.in_frame(frame, css, None).await;
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            if t.elapsed() > Duration::from_secs(secs) {
+                self.shot(&format!("timeout-frame-{}", want.replace(' ', "-"))).await;
+                panic!("{frame} never showed {want:?} in {css} (last: {got:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Runs an async script at the top level: it ends by calling
+    /// `arguments[arguments.length - 1]` with its result.
+    pub async fn js_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.c.enter_parent_frame().await.unwrap();
+        self.c.execute_async(script, args).await.unwrap()
     }
 
     pub async fn preview_shows(&self, css: &str, want: &str, secs: u64) {
