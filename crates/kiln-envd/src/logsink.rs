@@ -50,14 +50,7 @@ impl Write for CappedStderr {
 pub fn clean_line(raw: &[u8]) -> String {
     let cut = &raw[..raw.len().min(MAX_LINE)];
     let text = String::from_utf8_lossy(cut);
-    let mut out = String::with_capacity(text.len());
-    for c in text.trim_end_matches(['\r', '\n']).chars() {
-        if c.is_control() && c != '\t' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    let mut out = kiln_types::chat::escape_control(text.trim_end_matches(['\r', '\n'])).into_owned();
     if raw.len() > MAX_LINE {
         out.push_str(" [cut]");
     }
@@ -99,7 +92,7 @@ mod tests {
 
     #[test]
     fn lines_are_cut_and_control_characters_shown() {
-        assert_eq!(clean_line(b"ok\x1b[31mred\n"), "ok\\u{1b}[31mred");
+        assert_eq!(clean_line(b"ok\x1b[31mred\n"), "ok\\x1b[31mred");
         let long = vec![b'a'; MAX_LINE * 3];
         let l = clean_line(&long);
         assert!(l.len() <= MAX_LINE + 6 && l.ends_with("[cut]"));
