@@ -13,16 +13,22 @@ pub const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 /// Builds `bin` of another workspace package (cargo gives a test only its
 /// own package's binaries) and returns its path next to the test's target
 /// directory.
+///
+/// It builds every binary of the workspace, the same command `scripts/test`
+/// runs before the tests: building one package alone resolves shared
+/// dependencies with other features (hyper's, for one), which rebuilt them
+/// in the middle of the test run (3.5 minutes of one CI run); the whole
+/// workspace is already up to date there and takes a second.
 pub fn built(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // <target>/<profile>/deps/<test binary>
     let path = exe.parent().and_then(Path::parent).expect("target/<profile>").join(bin);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let ok = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", package, "--bin", bin])
+        .args(["build", "-q", "--workspace", "--bins"])
         .status()
         .expect("running cargo");
-    assert!(ok.success() && path.exists(), "building {bin} failed");
+    assert!(ok.success() && path.exists(), "building {bin} of {package} failed");
     path
 }
 
