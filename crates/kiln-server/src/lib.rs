@@ -2,6 +2,7 @@
 
 pub mod agent_config;
 pub mod api;
+pub mod apps;
 pub mod chat;
 pub mod config;
 pub mod metrics;

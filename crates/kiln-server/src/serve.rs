@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use kiln_pool::{NoWarmUp, PoolConfig, PoolManager};
 use kiln_sandbox::{LocalProvider, SandboxProvider};
@@ -49,7 +49,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub gateway: Arc<kiln_gateway::Gateway>,
     pub models: crate::models::Models,
-    /// Chat logs and the one-turn-per-session lock.
+    /// Chat logs (kept in the store) and the one-turn-per-app lock.
     pub chat: crate::chat::ChatHub,
     pub chat_models: crate::chat::quick::QuickProviders,
 }
@@ -154,6 +154,7 @@ pub async fn serve(mut cfg: Config) -> Result<(), ServeError> {
     tracing::info!(target = t.target, ready = t.ready, warming = t.warming, "pool topped up");
     pool.spawn_maintenance(cfg.pool.maintenance_interval);
 
+    let chat = crate::chat::ChatHub::with_store(pool.store().clone());
     let state = Arc::new(AppState {
         cfg: cfg.clone(),
         provider,
@@ -161,7 +162,7 @@ pub async fn serve(mut cfg: Config) -> Result<(), ServeError> {
         metrics,
         gateway,
         models,
-        chat: Default::default(),
+        chat,
         chat_models: Default::default(),
     });
     tracing::info!(instance = %cfg.instance, store = state.pool.store().kind(), "Kiln is running at http://{}/", cfg.listen);
@@ -193,7 +194,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// Every route with its method, as registered: the OpenAPI document must
 /// list exactly these (checked by a test).
 pub fn routes() -> (Router<Arc<AppState>>, Vec<(&'static str, &'static str)>) {
-    use crate::api::{chat, pool, sessions};
+    use crate::api::{apps, chat, pool, sessions};
     use axum::routing::MethodRouter;
     let mut table = Vec::new();
     let mut r = Router::new();
@@ -202,15 +203,18 @@ pub fn routes() -> (Router<Arc<AppState>>, Vec<(&'static str, &'static str)>) {
         r = std::mem::take(&mut r).route(path, h);
     };
     add("get", "/", get(crate::web::index));
+    add("get", "/a/{id}", get(crate::web::index));
     add("get", "/assets/{*path}", get(crate::web::asset));
     add("get", "/api/health", get(health));
     add("get", "/api/config", get(sessions::config));
     add("get", "/api/openapi.json", get(openapi));
     add("post", "/api/chat", post(chat::post));
-    add("get", "/api/chat/events", get(chat::events));
-    add("post", "/api/chat/cancel", post(chat::cancel));
-    add("get", "/api/sessions/{key}", get(sessions::get));
-    add("post", "/api/sessions/{key}/versions/{sha}/restore", post(sessions::restore));
+    add("get", "/api/apps", get(apps::list));
+    add("get", "/api/apps/{id}", get(apps::get));
+    add("patch", "/api/apps/{id}", patch(apps::rename));
+    add("get", "/api/apps/{id}/events", get(apps::events));
+    add("post", "/api/apps/{id}/cancel", post(apps::cancel));
+    add("post", "/api/apps/{id}/versions/{sha}/restore", post(apps::restore));
     add("get", "/api/vm/prewarm", get(pool::status));
     add("post", "/api/vm/prewarm", post(pool::topup));
     add("post", "/api/vm/drain", post(pool::drain));

@@ -1,8 +1,13 @@
 //! The web UI: plain HTML, CSS and JavaScript modules in `web/`, embedded in
 //! the binary (no front-end build step to run Kiln).
 //!
-//! The builder page holds the session key (localStorage) and the right to
-//! call Kiln's API, and it shows what sandboxes and models wrote. So its CSP
+//! One page, `index.html`, is the landing (`/`) and every app's builder
+//! (`/a/<app id>`, the same handler; the page reads the app from the API), so
+//! it loads everything by absolute path.
+//!
+//! The builder page holds the owner key (localStorage; sent only in the
+//! `X-Kiln-Key` header, never in a URL) and the right to call Kiln's API, and
+//! it shows what sandboxes and models wrote. So its CSP
 //! ([`builder_csp`]) allows only this origin's script files — no inline
 //! script, no `eval` — requires Trusted Types with no policy allowed (no
 //! HTML sink such as `innerHTML` or `srcdoc` can be used at all, and a
@@ -120,6 +125,20 @@ mod tests {
             .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
             .filter(|d| !d.is_empty())
             .collect()
+    }
+
+    #[test]
+    fn the_page_loads_its_files_by_absolute_path_so_it_works_at_every_app_address() {
+        let page = super::Assets::get("index.html").expect("index.html is embedded");
+        let page = std::str::from_utf8(&page.data).unwrap();
+        let refs: Vec<&str> = ["src=\"", "href=\""]
+            .iter()
+            .flat_map(|attr| page.split(attr).skip(1).map(|rest| rest.split('"').next().unwrap_or("")))
+            .collect();
+        assert!(refs.iter().any(|r| r.ends_with("app.js")), "{refs:?}");
+        for r in refs {
+            assert!(r.starts_with('/'), "{r:?} would resolve under /a/<id>/ and 404 there");
+        }
     }
 
     #[test]

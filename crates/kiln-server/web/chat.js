@@ -83,6 +83,17 @@ export class Transcript {
     return node;
   }
 
+  /**
+   * A new turn begins: tool ids are only unique within a turn (a new
+   * sandbox's agent may reuse them), so later events never update an
+   * earlier turn's card.
+   */
+  turn() {
+    this.cards.clear();
+    this.current = null;
+    this.thought = null;
+  }
+
   user(text) {
     this.current = null;
     this.thought = null;

@@ -10,7 +10,7 @@
 // (quick-frame.html, served with the quick-app CSP) that this page streams
 // the HTML into with postMessage; see that file for why it is not `srcdoc`.
 
-import { QUICK_SHELL_PATH, checkUrl, navigateFrame } from "./urls.js";
+import { QUICK_SHELL_PATH, checkUrl, clearFrame, navigateFrame } from "./urls.js";
 
 const HMR_WAIT_MS = 800;
 const $ = (id) => document.getElementById(id);
@@ -55,11 +55,42 @@ export class Preview {
     const { href } = checkUrl(url, "preview");
     this.quick.hidden = true;
     if (this.url === href) return;
-    navigateFrame(this.live, href, "preview");
+    if (this.swapping) {
+      // A reload of the previous address must not swap in over this one.
+      this.swapping = false;
+      this.standby = clearFrame(this.standby);
+    }
+    this.live = navigateFrame(this.live, href, "preview");
     this.url = href;
     this.origin = new URL(href).origin;
     $("preview-url").textContent = href;
     this.live.onload = () => this.ready();
+  }
+
+  /** Back to no app: empty frames, the placeholder, nothing pending. */
+  reset(text = "Your app will appear here.") {
+    if (this.waiting) this.waiting.resolve(false);
+    this.waiting = null;
+    this.nonce++;
+    clearTimeout(this.quickTimer);
+    clearTimeout(this.quickLoad);
+    this.quickTimer = null;
+    this.quickLoad = null;
+    this.quickShell = null;
+    this.quickHtml = "";
+    this.quickFinal = false;
+    this.swapping = false;
+    this.live.onload = null;
+    this.standby.onload = null;
+    this.live = clearFrame(this.live);
+    this.standby = clearFrame(this.standby);
+    this.quick = clearFrame(this.quick);
+    this.quick.hidden = true;
+    this.url = null;
+    this.origin = null;
+    $("preview-url").textContent = "";
+    this.clearError();
+    this.waitingFor(text);
   }
 
   mark(name) {
@@ -141,28 +172,29 @@ export class Preview {
     if (!this.url) return;
     this.stats.reloads++;
     this.swapping = true;
-    const next = this.standby;
     const u = new URL(this.url);
     u.searchParams.set("kiln_refresh", String(this.nonce));
+    let next;
+    try {
+      next = navigateFrame(this.standby, u.toString(), "preview");
+    } catch (e) {
+      this.swapping = false;
+      throw e;
+    }
+    this.standby = next;
     next.onload = () => {
+      if (next !== this.standby) return; // a later reload or a reset replaced it
       next.onload = null;
       this.swapping = false;
       next.classList.replace("standby", "live");
       this.live.classList.replace("live", "standby");
       const old = this.live;
-      this.live = next;
-      this.standby = old;
       old.onload = null;
-      old.src = "about:blank"; // a constant: the only address not from checkUrl
+      this.live = next;
+      this.standby = clearFrame(old);
       this.clearError();
       this.ready();
     };
-    try {
-      navigateFrame(next, u.toString(), "preview");
-    } catch (e) {
-      this.swapping = false;
-      throw e;
-    }
   }
 
   /** Quick mode: render the HTML written so far (throttled). */
@@ -208,7 +240,7 @@ export class Preview {
     sh.gen = `${this.quickPage}-${++this.quickCount}`;
     sh.ready = false;
     sh.delivered = false;
-    navigateFrame(this.quick, `${location.origin}${QUICK_SHELL_PATH}?g=${sh.gen}`, "quick");
+    this.quick = navigateFrame(this.quick, `${location.origin}${QUICK_SHELL_PATH}?g=${sh.gen}`, "quick");
   }
 
   /**
@@ -264,7 +296,8 @@ export class Preview {
    * the quick-app CSP. Throws `RefusedUrl` unless `url` is a quick app's.
    */
   quickShow(url) {
-    const href = navigateFrame(this.quick, url, "quick");
+    this.quick = navigateFrame(this.quick, url, "quick");
+    const href = this.quick.getAttribute("src");
     this.url = null;
     this.quickShell = null;
     this.quickHtml = "";

@@ -1,7 +1,13 @@
 // Reading Kiln's NDJSON chat stream (docs/chat-events.md), resuming with
-// /api/chat/events?after=<last seq> when the connection drops mid-turn.
-// A line that is not a JSON object is skipped (and logged): one malformed
-// event must not end the stream.
+// GET /api/apps/<app id>/events?after=<last seq> when the connection drops
+// mid-turn. A line that is not a JSON object is skipped (and logged): one
+// malformed event must not end the stream.
+
+import { api, errorMessage } from "./api.js";
+
+export { errorMessage };
+
+const APP_ID = /^[0-9a-f]{32}$/;
 
 function line(text, onEvent) {
   let ev;
@@ -33,36 +39,36 @@ export async function readNdjson(resp, onEvent) {
   if (buf.trim()) line(buf.trim(), onEvent);
 }
 
-/** An API error body's message, or the status. */
-export async function errorMessage(resp) {
-  try {
-    const j = await resp.json();
-    return j.error || j.message || `HTTP ${resp.status}`;
-  } catch {
-    return `HTTP ${resp.status}`;
-  }
-}
+const sleep = (ms, signal) =>
+  new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+  });
 
 /**
- * Sends a prompt and feeds every event to onEvent until `done`; if the
- * connection breaks first, resumes from the last seq (up to 5 times).
- * Throws an Error with the server's message on a 4xx/5xx.
+ * Sends a prompt (`body`: prompt, mode, appId for an existing app, demo) and
+ * feeds every event to onEvent until `done`; if the connection breaks first,
+ * resumes from the last seq of the app named by the `session` event (up to 5
+ * times). Resolves `{done, appId}`: `done` false means the stream was lost
+ * before the turn ended (or `signal` aborted it). Throws an Error with the
+ * server's message (and `status`) when the request is refused.
  */
-export async function chat(body, onEvent) {
+export async function chat(body, onEvent, signal) {
   let last = 0;
   let sawDone = false;
+  let appId = typeof body.appId === "string" ? body.appId : null;
   const track = (ev) => {
-    if (!(ev.seq > last)) return;
-    last = ev.seq;
+    if (signal?.aborted) return;
+    if (typeof ev.seq === "number") {
+      if (!(ev.seq > last)) return;
+      last = ev.seq;
+    }
+    if (ev.type === "session" && typeof ev.appId === "string" && APP_ID.test(ev.appId)) appId = ev.appId;
     if (ev.type === "done") sawDone = true;
     onEvent(ev);
   };
   try {
-    const resp = await fetch("/api/chat", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
+    const resp = await api("/api/chat", { method: "POST", body: JSON.stringify(body), signal });
     if (!resp.ok) {
       const err = new Error(await errorMessage(resp));
       err.status = resp.status;
@@ -72,20 +78,38 @@ export async function chat(body, onEvent) {
   } catch (e) {
     if (e.status) throw e;
   }
-  for (let tries = 0; !sawDone && tries < 5; tries++) {
-    await new Promise((r) => setTimeout(r, 500 * (tries + 1)));
+  if (!sawDone && appId) sawDone = await follow(appId, () => last, track, signal, true);
+  return { done: sawDone, appId };
+}
+
+/**
+ * Follows an app's running turn: streams its events after `after()` until
+ * `done`, retrying a lost connection up to 5 times (0.5 to 2.5 s apart;
+ * `waitFirst`: also before the first try). Resolves whether `done` came.
+ */
+export async function follow(appId, after, onEvent, signal, waitFirst = false) {
+  let sawDone = false;
+  const watch = (ev) => {
+    if (ev.type === "done") sawDone = true;
+    onEvent(ev);
+  };
+  for (let tries = 0; !sawDone && !signal?.aborted && tries < 6; tries++) {
+    if (tries > 0 || waitFirst) await sleep(500 * (tries + (waitFirst ? 1 : 0)), signal);
+    if (signal?.aborted) break;
     try {
-      await resume(body.sessionKey, last, track);
+      await resume(appId, after(), watch, signal);
     } catch {
       /* try again */
     }
   }
+  return sawDone;
 }
 
-/** Streams the events after `after` (all of them for 0). */
-export async function resume(sessionKey, after, onEvent) {
-  const q = new URLSearchParams({ sessionKey, after: String(after) });
-  const resp = await fetch(`/api/chat/events?${q}`);
+/** Streams the app's events after `after` (its whole log for 0). */
+export async function resume(appId, after, onEvent, signal) {
+  if (!APP_ID.test(appId)) throw new Error("not an app id");
+  const q = new URLSearchParams({ after: String(after) });
+  const resp = await api(`/api/apps/${appId}/events?${q}`, { signal });
   if (!resp.ok) throw new Error(await errorMessage(resp));
   await readNdjson(resp, onEvent);
 }

@@ -86,11 +86,35 @@ export function checkUrl(raw, want) {
   return { kind, href, frameHref: kind === "quick" ? rules.own + u.pathname + u.search : href };
 }
 
-/** Points `frame` at `raw` if it passes the gate (see `checkUrl`). */
+/**
+ * Points `frame` at `raw` if it passes the gate (see `checkUrl`), and
+ * returns the frame that now shows it: use that one from then on. A frame
+ * that has shown something is swapped for a fresh copy instead of being
+ * navigated again, because every later navigation of a frame adds an entry
+ * to the page's history — the back button would step through old previews
+ * instead of leaving the app. (A fresh frame's first load adds none.)
+ */
 export function navigateFrame(frame, raw, want) {
   const { frameHref } = checkUrl(raw, want);
-  frame.src = frameHref;
-  return frameHref;
+  const f = frame.getAttribute("src") === null ? frame : blankFrame(frame);
+  f.src = frameHref;
+  if (f !== frame) frame.replaceWith(f);
+  return f;
+}
+
+/** A copy of `frame` (id, classes, sandbox, title) that shows nothing, not yet in the page. */
+export function blankFrame(frame) {
+  const f = frame.cloneNode(false);
+  f.removeAttribute("src");
+  return f;
+}
+
+/** Swaps `frame` for an empty copy (no navigation, no history entry); returns the copy. */
+export function clearFrame(frame) {
+  if (frame.getAttribute("src") === null) return frame;
+  const f = blankFrame(frame);
+  frame.replaceWith(f);
+  return f;
 }
 
 /** Opens `raw` in a new tab if it passes the gate (no opener, no referrer). */

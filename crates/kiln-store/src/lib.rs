@@ -26,7 +26,9 @@ mod sql;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-pub use model::{Counts, Entry, EntryStatus, NewEntry, Reservation, Session, StaleRules};
+use kiln_types::chat::ChatEvent;
+use kiln_types::{AppId, OwnerId};
+pub use model::{App, Counts, Entry, EntryStatus, NewEntry, Reservation, Session, StaleRules};
 pub use spend::{ScopeSpend, SpendCap, SpendHold, SpendReservation};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,32 @@ pub trait Store: Send + Sync {
 
     /// The quick-mode app of a session, if it has one.
     async fn get_quick_app(&self, key: &str) -> Result<Option<String>>;
+
+    /// Records a new app of `owner`.
+    async fn create_app(&self, id: &AppId, owner: &OwnerId, name: &str, now_ms: i64) -> Result<App>;
+
+    /// The app if `owner` owns it: `None` for unknown ids and other
+    /// owners' apps alike (callers answer both with the same 404).
+    async fn owned_app(&self, id: &AppId, owner: &OwnerId) -> Result<Option<App>>;
+
+    /// `owner`'s apps, most recently updated first.
+    async fn list_apps(&self, owner: &OwnerId) -> Result<Vec<App>>;
+
+    /// Renames an app of `owner`; `None` if it is not theirs.
+    async fn rename_app(&self, id: &AppId, owner: &OwnerId, name: &str, now_ms: i64) -> Result<Option<App>>;
+
+    /// Marks an app as changed now.
+    async fn touch_app(&self, id: &AppId, now_ms: i64) -> Result<()>;
+
+    /// Appends events to an app's conversation, in one transaction (a
+    /// `seq` already stored is an error: the log's numbering is the store's).
+    async fn append_events(&self, id: &AppId, events: &[ChatEvent], now_ms: i64) -> Result<()>;
+
+    /// The app's stored events with `seq > after`, oldest first, at most `limit`.
+    async fn load_events(&self, id: &AppId, after: u64, limit: u32) -> Result<Vec<ChatEvent>>;
+
+    /// The newest stored `seq` of the app (0: none).
+    async fn last_event_seq(&self, id: &AppId) -> Result<u64>;
 
     /// Atomically: holds `hold.tokens` in every scope of `caps` if each
     /// stays within its cap (`spent + reserved + tokens ≤ cap`); otherwise

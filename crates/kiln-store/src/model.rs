@@ -138,3 +138,38 @@ pub struct Session {
     pub created_at: i64,
     pub last_active_at: i64,
 }
+
+/// An app as the store knows it: who owns it (the SHA-256 of the owner's
+/// key), what it is called, when it was made and last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub id: kiln_types::AppId,
+    pub owner: kiln_types::OwnerId,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AppRow {
+    id: String,
+    owner: String,
+    name: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<AppRow> for App {
+    type Error = crate::StoreError;
+    fn try_from(r: AppRow) -> Result<App, Self::Error> {
+        let id =
+            r.id.parse().map_err(|_| crate::StoreError::Corrupt { table: "apps", detail: format!("id {:?}", r.id) })?;
+        Ok(App {
+            id,
+            owner: kiln_types::OwnerId::from_stored(r.owner),
+            name: r.name,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}

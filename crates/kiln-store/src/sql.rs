@@ -11,11 +11,13 @@ use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
-use crate::model::{EntryRow, NewEntryRef, entries};
+use crate::model::{AppRow, EntryRow, NewEntryRef, entries};
 use crate::{
-    Counts, Entry, NewEntry, Reservation, Result, ScopeSpend, Session, SpendCap, SpendHold, SpendReservation,
+    App, Counts, Entry, NewEntry, Reservation, Result, ScopeSpend, Session, SpendCap, SpendHold, SpendReservation,
     StaleRules, Store, StoreError,
 };
+use kiln_types::chat::ChatEvent;
+use kiln_types::{AppId, OwnerId};
 
 mod spend;
 
@@ -49,11 +51,12 @@ const CLAIM_MANY_SQLITE: &str = "DELETE FROM pool_entries WHERE id IN (SELECT id
 const CLAIM_MANY_POSTGRES: &str = "DELETE FROM pool_entries WHERE id IN (SELECT id FROM pool_entries \
      WHERE status = 'ready' AND spec_hash = $1 AND created_at >= $2 ORDER BY ready_at, created_at, id LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING *";
-/// Binds a session to a sandbox; a new session gets app `$2`, an existing
-/// one keeps its app (returned either way).
+/// Binds a session to a sandbox; a new session gets the app its key names
+/// if there is one (the builder's sessions are keyed by app id), else app
+/// `$2`; an existing one keeps its app (returned either way).
 const BIND: &str = "INSERT INTO sessions \
      (session_key, app_id, sandbox_id, endpoint, agent_session, created_at, last_active_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (session_key) DO UPDATE SET \
+     VALUES ($1, COALESCE((SELECT id FROM apps WHERE id = $1), $2), $3, $4, $5, $6, $6) ON CONFLICT (session_key) DO UPDATE SET \
      sandbox_id = excluded.sandbox_id, endpoint = excluded.endpoint, agent_session = excluded.agent_session, \
      last_active_at = excluded.last_active_at RETURNING *";
 const ENSURE_APP: &str = "INSERT INTO apps (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
@@ -73,6 +76,19 @@ const QUICK_APP: &str =
 const GET_QUICK_APP: &str = "SELECT id FROM quick_apps WHERE session_key = $1";
 const UNBIND_IF_IDLE: &str = "UPDATE sessions SET sandbox_id = NULL, endpoint = NULL, agent_session = NULL \
      WHERE session_key = $1 AND sandbox_id = $2 AND last_active_at < $3";
+
+const CREATE_APP: &str = "INSERT INTO apps (id, owner, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+     RETURNING id, owner, name, created_at, updated_at";
+const OWNED_APP: &str = "SELECT id, owner, name, created_at, updated_at FROM apps WHERE id = $1 AND owner = $2";
+const LIST_APPS: &str =
+    "SELECT id, owner, name, created_at, updated_at FROM apps WHERE owner = $1 ORDER BY updated_at DESC, id";
+const RENAME_APP: &str = "UPDATE apps SET name = $3, updated_at = $4 WHERE id = $1 AND owner = $2 \
+     RETURNING id, owner, name, created_at, updated_at";
+const TOUCH_APP: &str = "UPDATE apps SET updated_at = $2 WHERE id = $1";
+const LOAD_EVENTS: &str = "SELECT body FROM app_events WHERE app_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+const LAST_EVENT: &str = "SELECT COALESCE(MAX(seq), 0) AS n FROM app_events WHERE app_id = $1";
+/// Events per insert statement (4 parameters each).
+const EVENTS_PER_INSERT: usize = 250;
 
 impl SqlStore {
     pub async fn connect(url: &str, pg_schema: Option<&str>) -> Result<SqlStore> {
@@ -239,7 +255,8 @@ async fn bind_many(
         .map(|i| {
             let b = i * 5;
             format!(
-                "(${}, ${}, ${}, ${}, ${}, ${n}, ${n})",
+                "(${}, COALESCE((SELECT id FROM apps WHERE id = ${}), ${}), ${}, ${}, ${}, ${n}, ${n})",
+                b + 1,
                 b + 1,
                 b + 2,
                 b + 3,
@@ -284,6 +301,11 @@ async fn bind_many(
         out.push((entry.clone(), s));
     }
     Ok(out)
+}
+
+fn seq_to_i64(seq: u64) -> Result<i64> {
+    i64::try_from(seq)
+        .map_err(|_| StoreError::Corrupt { table: "app_events", detail: format!("seq {seq} out of range") })
 }
 
 fn counts_from(rows: &[sqlx::any::AnyRow]) -> Result<(u32, u32)> {
@@ -489,6 +511,86 @@ impl Store for SqlStore {
             }
         }
         Ok(taken)
+    }
+
+    async fn create_app(&self, id: &AppId, owner: &OwnerId, name: &str, now_ms: i64) -> Result<App> {
+        let row: AppRow = sqlx::query_as(CREATE_APP)
+            .bind(id.as_str())
+            .bind(owner.as_str())
+            .bind(name)
+            .bind(now_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        App::try_from(row)
+    }
+
+    async fn owned_app(&self, id: &AppId, owner: &OwnerId) -> Result<Option<App>> {
+        let row: Option<AppRow> =
+            sqlx::query_as(OWNED_APP).bind(id.as_str()).bind(owner.as_str()).fetch_optional(&self.pool).await?;
+        row.map(App::try_from).transpose()
+    }
+
+    async fn list_apps(&self, owner: &OwnerId) -> Result<Vec<App>> {
+        let rows: Vec<AppRow> = sqlx::query_as(LIST_APPS).bind(owner.as_str()).fetch_all(&self.pool).await?;
+        rows.into_iter().map(App::try_from).collect()
+    }
+
+    async fn rename_app(&self, id: &AppId, owner: &OwnerId, name: &str, now_ms: i64) -> Result<Option<App>> {
+        let row: Option<AppRow> = sqlx::query_as(RENAME_APP)
+            .bind(id.as_str())
+            .bind(owner.as_str())
+            .bind(name)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(App::try_from).transpose()
+    }
+
+    async fn touch_app(&self, id: &AppId, now_ms: i64) -> Result<()> {
+        sqlx::query(TOUCH_APP).bind(id.as_str()).bind(now_ms).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn append_events(&self, id: &AppId, events: &[ChatEvent], now_ms: i64) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in events.chunks(EVENTS_PER_INSERT) {
+            // Only placeholders are interpolated: the values are all bound.
+            let rows: Vec<String> =
+                (0..chunk.len()).map(|i| format!("($1, ${}, $2, ${})", 3 + 2 * i, 4 + 2 * i)).collect();
+            let sql = format!("INSERT INTO app_events (app_id, seq, created_at, body) VALUES {}", rows.join(", "));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str().to_owned()).bind(now_ms);
+            for e in chunk {
+                let body = serde_json::to_string(e)
+                    .map_err(|err| StoreError::Corrupt { table: "app_events", detail: err.to_string() })?;
+                q = q.bind(seq_to_i64(e.seq)?).bind(body);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_events(&self, id: &AppId, after: u64, limit: u32) -> Result<Vec<ChatEvent>> {
+        let rows: Vec<(String,)> = sqlx::query_as(LOAD_EVENTS)
+            .bind(id.as_str())
+            .bind(seq_to_i64(after)?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(body,)| {
+                serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt { table: "app_events", detail: format!("{e}") })
+            })
+            .collect()
+    }
+
+    async fn last_event_seq(&self, id: &AppId) -> Result<u64> {
+        let n: i64 = sqlx::query(LAST_EVENT).bind(id.as_str()).fetch_one(&self.pool).await?.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn spend_reserve(&self, hold: &SpendHold<'_>, caps: &[SpendCap]) -> Result<SpendReservation> {

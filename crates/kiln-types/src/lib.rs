@@ -6,10 +6,12 @@
 //! crate is what lets a test on one side prove the other side's assumptions.
 
 pub mod agent;
+pub mod app;
 pub mod chat;
 pub mod envd;
 pub mod sandbox;
 
+pub use app::{AppId, AppIdError, OwnerId, OwnerKey, OwnerKeyError};
 pub use sandbox::{CpuPriority, Limits, SandboxId, SandboxIdError, SandboxInfo, SandboxSpec, SandboxState};
 
 pub mod session;

@@ -2,6 +2,12 @@
 //! events as they stream (readable by default, raw NDJSON with `--json`) and
 //! exits non-zero when the turn reports an `error`.
 //!
+//! The owner key goes in the `X-Kiln-Key` header, never in a URL or on
+//! stdout: `--key`, else `$KILN_KEY`, else the key kept in
+//! `~/.config/kiln/key` (made, mode 0600, on first use). The app id the
+//! server answers with is printed to stderr so the next call can continue
+//! the app with `--app`.
+//!
 //! Most of what it prints was written in a sandbox (the agent's text, tool
 //! titles, file names), so every such string goes through
 //! [`escape_control`] first: a file named with a newline or an ANSI escape
@@ -12,16 +18,22 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use kiln_types::app::OWNER_HEADER;
 use kiln_types::chat::{ChatEvent, EventBody, StopReason, ToolStatus, escape_control, escape_control_text};
+use kiln_types::{AppId, OwnerKey};
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
     /// The server (default: $KILN_SERVER, else http://127.0.0.1:8080).
     #[arg(long)]
     server: Option<String>,
-    /// The session to continue (a UUID); a new session when absent.
+    /// Your owner key (a UUID); default $KILN_KEY, else the one kept in
+    /// ~/.config/kiln/key (made on first use).
     #[arg(long)]
-    session: Option<String>,
+    key: Option<String>,
+    /// The app to continue (its id); a new app when absent.
+    #[arg(long)]
+    app: Option<String>,
     /// vm: an agent in a sandbox; quick: one HTML file.
     #[arg(long, default_value = "vm", value_parser = ["vm", "quick"])]
     mode: String,
@@ -44,18 +56,60 @@ fn new_key() -> String {
     format!("{}-{}-{v}-{var}-{}", &h[..8], &h[8..12], &h[20..32])
 }
 
+/// Where the default owner key is kept.
+fn key_file() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))?;
+    Some(base.join("kiln").join("key"))
+}
+
+/// The key in `path`, or a new one written there (0600) on first use.
+fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<OwnerKey> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s.trim().parse().with_context(|| format!("{} does not hold an owner key", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let k = new_key();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(f, "{k}")?;
+            eprintln!(
+                "kiln chat: made a new owner key in {} (your apps belong to it; keep it private)",
+                path.display()
+            );
+            Ok(k.parse()?)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn owner_key(flag: Option<String>) -> anyhow::Result<OwnerKey> {
+    if let Some(k) = flag.or_else(|| std::env::var("KILN_KEY").ok()) {
+        return Ok(k.trim().parse()?);
+    }
+    let path = key_file().context("neither --key, $KILN_KEY, $XDG_CONFIG_HOME nor $HOME is set")?;
+    load_or_create_key(&path)
+}
+
 pub async fn run(a: ChatArgs) -> anyhow::Result<u8> {
     let server =
         a.server.or_else(|| std::env::var("KILN_SERVER").ok()).unwrap_or_else(|| "http://127.0.0.1:8080".into());
-    let key = match a.session {
-        Some(k) => k,
-        None => {
-            let k = new_key();
-            eprintln!("session {k} (continue it with --session {k})");
-            k
-        }
-    };
-    let body = serde_json::json!({ "sessionKey": key, "prompt": a.prompt, "mode": a.mode, "demo": a.demo }).to_string();
+    let key = owner_key(a.key)?;
+    let app: Option<AppId> = a.app.as_deref().map(str::parse).transpose()?;
+    let mut body = serde_json::json!({ "prompt": a.prompt, "mode": a.mode, "demo": a.demo });
+    if let Some(app) = &app {
+        body["appId"] = app.as_str().into();
+    }
+    let body = body.to_string();
     let uri: http::Uri = format!("{}/api/chat", server.trim_end_matches('/')).parse().context("bad --server URL")?;
     if uri.scheme_str() != Some("http") {
         bail!("only http:// server URLs are supported");
@@ -70,6 +124,7 @@ pub async fn run(a: ChatArgs) -> anyhow::Result<u8> {
     let req = http::Request::post("/api/chat")
         .header(http::header::HOST, format!("{host}:{port}"))
         .header(http::header::CONTENT_TYPE, "application/json")
+        .header(OWNER_HEADER, key.expose())
         .body(Full::new(Bytes::from(body)))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();
@@ -83,7 +138,8 @@ pub async fn run(a: ChatArgs) -> anyhow::Result<u8> {
         eprintln!("kiln chat: the server refused ({status}): {}", escape_control(&msg));
         return Ok(2);
     }
-    let mut printer = Printer { json: a.json, failed: false, in_text: false, titles: Default::default() };
+    let mut printer =
+        Printer { json: a.json, failed: false, in_text: false, app_shown: false, titles: Default::default() };
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else { continue };
@@ -104,6 +160,7 @@ struct Printer {
     json: bool,
     failed: bool,
     in_text: bool,
+    app_shown: bool,
     /// Tool call titles by id (updates carry only what changed).
     titles: std::collections::HashMap<String, String>,
 }
@@ -127,6 +184,14 @@ impl Printer {
             || matches!(ev.body, EventBody::Done { stop_reason: StopReason::Error })
         {
             self.failed = true;
+        }
+        if let EventBody::Session { app_id, .. } = &ev.body
+            && !self.app_shown
+        {
+            // On stderr: --json keeps stdout pure NDJSON.
+            let id = escape_control(app_id);
+            eprintln!("app {id} (continue it with --app {id})");
+            self.app_shown = true;
         }
         if self.json {
             println!("{}", json_safe(text));
@@ -238,7 +303,19 @@ mod tests {
     fn new_keys_are_uuids_the_server_accepts() {
         for _ in 0..50 {
             let k = super::new_key();
-            assert!(k.parse::<kiln_types::SessionKey>().is_ok(), "{k}");
+            assert!(k.parse::<OwnerKey>().is_ok(), "{k}");
         }
+    }
+
+    #[test]
+    fn the_default_key_is_made_once_private_and_then_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiln").join("key");
+        let first = load_or_create_key(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_or_create_key(&path).unwrap(), first);
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(load_or_create_key(&path).unwrap_err().to_string().contains("does not hold an owner key"));
     }
 }

@@ -304,7 +304,8 @@ async fn builder_refuses_hostile_urls_and_runs_no_injected_script() {
 
     // 5. A reload: the session comes back, the quick app with it; the stored
     //    app (`/q/<id>`, the quick apps' CSP) is as blind as the streamed one.
-    ui.c.goto(&base).await.unwrap();
+    // A reload of the app's own address (/a/<id>); `/` is the landing page.
+    ui.c.refresh().await.unwrap();
     ui.until(
         "the session to come back",
         30,

@@ -94,7 +94,7 @@ async fn builder_ui_in_chromium() {
     ui.c.goto(&base).await.unwrap();
     ui.until("the landing page", 20, "return !!document.querySelector('#landing-prompt')").await;
     let key = ui.js("return localStorage.getItem('kiln.sessionKey')").await;
-    assert!(key.as_str().is_some_and(|k| k.parse::<kiln_types::SessionKey>().is_ok()), "session key: {key}");
+    assert!(key.as_str().is_some_and(|k| k.parse::<kiln_types::OwnerKey>().is_ok()), "owner key: {key}");
     let t = Instant::now();
     while metric(&url, "kiln_pool_prewarm_requests_total").await <= before {
         assert!(t.elapsed() < Duration::from_secs(10), "the landing page never asked for a prewarm");
@@ -206,7 +206,8 @@ async fn builder_ui_in_chromium() {
         &format!("return document.querySelectorAll('#messages .card').length > {before}"),
     )
     .await;
-    ui.c.goto(&base).await.unwrap();
+    // A reload of the app's own address (/a/<id>); `/` is the landing page.
+    ui.c.refresh().await.unwrap();
     ui.until("the session to come back", 20, "return !document.getElementById('builder').hidden && document.querySelectorAll('#messages .msg.user').length >= 6").await;
     assert_eq!(ui.js("return window.kiln.state.running").await, Value::Bool(true), "reloaded while the turn ran");
     ui.wait_idle().await;

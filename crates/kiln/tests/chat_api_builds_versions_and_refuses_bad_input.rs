@@ -2,10 +2,10 @@
 //! Vite, kiln-agent replaying a scripted model): a prompt streams NDJSON
 //! from `session` to `version` and `done`; the preview proxy serves the app
 //! on `<sandbox id>.localhost`; a second prompt while one runs is a 409;
-//! a dropped stream resumes with `events?after=`; cancel stops a turn;
+//! a dropped stream resumes with `/api/apps/{id}/events?after=`; cancel stops a turn;
 //! versions restore; Quick mode stores an HTML version served at `/q/<id>`
 //! under a strict CSP; `kiln chat` prints a turn and fails on an error; every
-//! bad input gets a 4xx with a message.
+//! bad input (a missing owner key included) gets a 4xx with a message.
 
 mod server;
 
@@ -43,16 +43,24 @@ fn types(evs: &[Value]) -> Vec<&str> {
     evs.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
 
+/// A POST as the owner `KEY`.
 fn post(s: &Server, path: &str, body: &str) -> server::Answer {
-    request("POST", &format!("{}{path}", s.url), "localhost", Some(body)).expect("server answers")
+    server::request_as("POST", &format!("{}{path}", s.url), "localhost", None, Some(KEY), Some(body))
+        .expect("server answers")
 }
 
+/// A GET as the owner `KEY`.
 fn get(s: &Server, path: &str) -> server::Answer {
-    request("GET", &format!("{}{path}", s.url), "localhost", None).expect("server answers")
+    server::request_as("GET", &format!("{}{path}", s.url), "localhost", None, Some(KEY), None).expect("server answers")
 }
 
-fn chat(s: &Server, prompt: &str, mode: &str) -> Vec<Value> {
-    let a = post(s, "/api/chat", &json!({"sessionKey": KEY, "prompt": prompt, "mode": mode}).to_string());
+/// A turn of `app` (a new app when `None`).
+fn chat(s: &Server, prompt: &str, mode: &str, app: Option<&str>) -> Vec<Value> {
+    let mut body = json!({"prompt": prompt, "mode": mode});
+    if let Some(a) = app {
+        body["appId"] = a.into();
+    }
+    let a = post(s, "/api/chat", &body.to_string());
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.headers["content-type"], "application/x-ndjson");
     events(&a.body)
@@ -92,27 +100,27 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
 
     // Bad input: 4xx with a message, nothing started.
     assert_4xx(&post(&s, "/api/chat", "{not json"), 400, "body must be JSON");
-    assert_4xx(&post(&s, "/api/chat", r#"{"sessionKey":"x","prompt":"hi"}"#), 400, "invalid session key");
-    assert_4xx(&post(&s, "/api/chat", &json!({"sessionKey": KEY, "prompt": "  "}).to_string()), 400, "prompt is empty");
-    assert_4xx(
-        &post(&s, "/api/chat", &json!({"sessionKey": KEY, "prompt": "x", "mode": "turbo"}).to_string()),
-        400,
-        "mode must be",
-    );
+    let no_key = request("POST", &format!("{}/api/chat", s.url), "localhost", Some(r#"{"prompt":"hi"}"#)).unwrap();
+    assert_4xx(&no_key, 400, "X-Kiln-Key");
+    let bad_key =
+        server::request_as("GET", &format!("{}/api/apps", s.url), "localhost", None, Some("x"), None).unwrap();
+    assert_4xx(&bad_key, 400, "X-Kiln-Key");
+    assert_4xx(&post(&s, "/api/chat", r#"{"sessionKey":"x","prompt":"hi"}"#), 400, "unknown field");
+    assert_4xx(&post(&s, "/api/chat", r#"{"appId":"x","prompt":"hi"}"#), 404, "invalid app id");
+    let nobody = "0".repeat(32);
+    assert_4xx(&post(&s, "/api/chat", &json!({"appId": nobody, "prompt": "hi"}).to_string()), 404, "no such app");
+    assert_4xx(&post(&s, "/api/chat", &json!({"prompt": "  "}).to_string()), 400, "prompt is empty");
+    assert_4xx(&post(&s, "/api/chat", &json!({"prompt": "x", "mode": "turbo"}).to_string()), 400, "mode must be");
     let long = "x".repeat(40 * 1024);
-    assert_4xx(&post(&s, "/api/chat", &json!({"sessionKey": KEY, "prompt": long}).to_string()), 413, "limit is 32 KiB");
+    assert_4xx(&post(&s, "/api/chat", &json!({"prompt": long}).to_string()), 413, "limit is 32 KiB");
     let huge = "x".repeat(100 * 1024);
-    assert_4xx(
-        &post(&s, "/api/chat", &json!({"sessionKey": KEY, "prompt": huge}).to_string()),
-        413,
-        "request body over 64 KiB",
-    );
-    assert_4xx(&get(&s, "/api/sessions/not-a-key"), 400, "invalid session key");
-    assert_4xx(&get(&s, &format!("/api/sessions/{KEY}")), 404, "no such session");
-    assert_4xx(&get(&s, "/api/chat/events?sessionKey=nope"), 400, "invalid session key");
-    assert_4xx(&get(&s, &format!("/api/chat/events?sessionKey={KEY}&after=-1")), 400, "after must be");
-    assert_4xx(&post(&s, "/api/chat/cancel", &json!({"sessionKey": KEY}).to_string()), 409, "nothing is running");
-    assert_4xx(&post(&s, &format!("/api/sessions/{KEY}/versions/zzz/restore"), ""), 400, "not a version id");
+    assert_4xx(&post(&s, "/api/chat", &json!({"prompt": huge}).to_string()), 413, "request body over 64 KiB");
+    assert_eq!(get(&s, "/api/apps").body, r#"{"apps":[]}"#, "bad input made no app");
+    assert_4xx(&get(&s, "/api/apps/not-an-id"), 404, "invalid app id");
+    assert_4xx(&get(&s, &format!("/api/apps/{nobody}")), 404, "no such app");
+    assert_4xx(&get(&s, &format!("/api/apps/{nobody}/events?after=0")), 404, "no such app");
+    assert_4xx(&post(&s, &format!("/api/apps/{nobody}/cancel"), ""), 404, "no such app");
+    assert_4xx(&post(&s, &format!("/api/apps/{nobody}/versions/zzz/restore"), ""), 400, "not a version id");
     assert_4xx(&get(&s, "/api/nope"), 404, "openapi.json");
     assert_eq!(request("DELETE", &format!("{}/api/chat", s.url), "localhost", None).unwrap().status, 405);
 
@@ -123,7 +131,7 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     }
 
     // First prompt: a warm claim, the agent's tool call and file, a version.
-    let evs = chat(&s, "Make a page with a heading", "vm");
+    let evs = chat(&s, "Make a page with a heading", "vm", None);
     let t = types(&evs);
     assert_eq!(t[0], "session", "{t:?}");
     assert_eq!(*t.last().unwrap(), "done");
@@ -136,6 +144,9 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     assert_eq!(session["prompt"], "Make a page with a heading");
     assert_eq!(session["warm"], true, "the pool had a ready sandbox: {session}");
     let sandbox = session["sandboxId"].as_str().unwrap().to_owned();
+    let app_id = session["appId"].as_str().unwrap().to_owned();
+    assert_4xx(&get(&s, &format!("/api/apps/{app_id}/events?after=-1")), 400, "after must be");
+    assert_4xx(&post(&s, &format!("/api/apps/{app_id}/versions/zzz/restore"), ""), 400, "not a version id");
     let port = s.url.rsplit(':').next().unwrap().to_owned();
     assert_eq!(session["previewUrl"], format!("http://{sandbox}.localhost:{port}/"));
     assert_eq!(evs.last().unwrap()["stopReason"], "end_turn");
@@ -147,7 +158,9 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     preview_shows(&s, &host, "/", "<div id=\"root\">");
     preview_shows(&s, &host, "/src/App.tsx", "First heading");
     // A preview host never reaches Kiln's API (the share link is read-only).
-    let through = request("POST", &format!("{}/api/chat/cancel", s.url), &host, Some("{}")).unwrap();
+    let through =
+        server::request_as("POST", &format!("{}/api/apps/{app_id}/cancel", s.url), &host, None, Some(KEY), None)
+            .unwrap();
     assert!(!through.body.contains("nothing is running"), "the API answered on a preview host: {}", through.body);
     let unknown =
         request("GET", &format!("{}/", s.url), &format!("{}.localhost:{port}", "0".repeat(32)), None).unwrap();
@@ -157,45 +170,41 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     assert_eq!(malformed.status, 404);
     // A Host that is neither Kiln nor a preview (DNS rebinding) is refused.
     let outside =
-        request("POST", &format!("{}/api/chat/cancel", s.url), &format!("evil.example:{port}"), Some("{}")).unwrap();
+        request("POST", &format!("{}/api/apps/{app_id}/cancel", s.url), &format!("evil.example:{port}"), Some("{}"))
+            .unwrap();
     assert_eq!(outside.status, 421, "{}", outside.body);
     assert!(outside.body.contains("does not answer for Host"), "{}", outside.body);
     // Cross-site writes from browsers (another site, a preview, a sandboxed
     // quick app) are refused; Kiln's own page is not.
-    let body = json!({"sessionKey": KEY}).to_string();
+    let cancel_url = format!("{}/api/apps/{app_id}/cancel", s.url);
     for origin in ["http://evil.example", "null", &format!("http://{sandbox}.localhost:{port}")] {
-        let a =
-            server::request_from("POST", &format!("{}/api/chat/cancel", s.url), "localhost", Some(origin), Some(&body));
+        let a = server::request_as("POST", &cancel_url, "localhost", Some(origin), Some(KEY), None);
         assert_eq!(a.unwrap().status, 403, "Origin {origin}");
     }
-    let own = server::request_from(
+    let own = server::request_as(
         "POST",
-        &format!("{}/api/chat/cancel", s.url),
+        &cancel_url,
         "localhost",
         Some(&format!("http://localhost:{port}")),
-        Some(&body),
+        Some(KEY),
+        None,
     );
     assert_eq!(own.unwrap().status, 409, "Kiln's own page may cancel (nothing runs)");
 
     // Second prompt runs ~1.5 s; a third meanwhile is refused; the stream
     // of the running turn can be resumed from the last seq seen.
-    let url = s.url.clone();
+    let (url, app) = (s.url.clone(), app_id.clone());
     let second = std::thread::spawn(move || {
-        request(
-            "POST",
-            &format!("{url}/api/chat"),
-            "localhost",
-            Some(&json!({"sessionKey": KEY, "prompt": "Change the heading"}).to_string()),
-        )
-        .unwrap()
+        let body = json!({"appId": app, "prompt": "Change the heading"}).to_string();
+        server::request_as("POST", &format!("{url}/api/chat"), "localhost", None, Some(KEY), Some(&body)).unwrap()
     });
     std::thread::sleep(Duration::from_millis(400));
     assert_4xx(
-        &post(&s, "/api/chat", &json!({"sessionKey": KEY, "prompt": "another"}).to_string()),
+        &post(&s, "/api/chat", &json!({"appId": app_id, "prompt": "another"}).to_string()),
         409,
         "already running",
     );
-    let resumed = events(&get(&s, &format!("/api/chat/events?sessionKey={KEY}&after={turn1_last}")).body);
+    let resumed = events(&get(&s, &format!("/api/apps/{app_id}/events?after={turn1_last}")).body);
     let direct = events(&second.join().unwrap().body);
     assert_eq!(resumed, direct, "a resumed stream sees exactly the turn's events");
     assert_eq!(types(&direct)[0], "session");
@@ -204,25 +213,20 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     preview_shows(&s, &host, "/src/App.tsx", "Second heading");
 
     // Cancel a running turn: the stream ends with done(cancelled).
-    let url = s.url.clone();
+    let (url, app) = (s.url.clone(), app_id.clone());
     let third = std::thread::spawn(move || {
-        request(
-            "POST",
-            &format!("{url}/api/chat"),
-            "localhost",
-            Some(&json!({"sessionKey": KEY, "prompt": "slow"}).to_string()),
-        )
-        .unwrap()
+        let body = json!({"appId": app, "prompt": "slow"}).to_string();
+        server::request_as("POST", &format!("{url}/api/chat"), "localhost", None, Some(KEY), Some(&body)).unwrap()
     });
     std::thread::sleep(Duration::from_millis(800));
     let t0 = Instant::now();
-    assert_eq!(post(&s, "/api/chat/cancel", &json!({"sessionKey": KEY}).to_string()).status, 200);
+    assert_eq!(post(&s, &format!("/api/apps/{app_id}/cancel"), "").status, 200);
     let cancelled = events(&third.join().unwrap().body);
     assert!(t0.elapsed() < Duration::from_secs(10), "cancel took {:?}", t0.elapsed());
     assert_eq!(cancelled.last().unwrap()["stopReason"], "cancelled", "{cancelled:?}");
 
-    // The session: app, running sandbox, versions (template + 2 turns).
-    let view: Value = serde_json::from_str(&get(&s, &format!("/api/sessions/{KEY}")).body).unwrap();
+    // The app: running sandbox, versions (template + 2 turns).
+    let view: Value = serde_json::from_str(&get(&s, &format!("/api/apps/{app_id}")).body).unwrap();
     assert_eq!(view["sandbox"]["id"], sandbox.as_str());
     assert_eq!(view["sandbox"]["state"], "running");
     assert_eq!(view["running"], false);
@@ -232,15 +236,16 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     assert_eq!(versions[0]["files"], json!(["src/App.tsx"]));
 
     // Restore the first turn's version: the dev server serves it again.
-    let r = post(&s, &format!("/api/sessions/{KEY}/versions/{first_version}/restore"), "");
+    let r = post(&s, &format!("/api/apps/{app_id}/versions/{first_version}/restore"), "");
     assert_eq!(r.status, 200, "{}", r.body);
     preview_shows(&s, &host, "/src/App.tsx", "First heading");
-    let view: Value = serde_json::from_str(&get(&s, &format!("/api/sessions/{KEY}")).body).unwrap();
+    let view: Value = serde_json::from_str(&get(&s, &format!("/api/apps/{app_id}")).body).unwrap();
     assert!(view["versions"][0]["message"].as_str().unwrap().starts_with("Restore version"), "{view}");
-    assert_4xx(&post(&s, &format!("/api/sessions/{KEY}/versions/{}/restore", "ab".repeat(20)), ""), 404, "no version");
+    assert_4xx(&post(&s, &format!("/api/apps/{app_id}/versions/{}/restore", "ab".repeat(20)), ""), 404, "no version");
 
     // Quick mode: HTML deltas, a version, and the share page with its CSP.
-    let q = chat(&s, "A quick page", "quick");
+    let q = chat(&s, "A quick page", "quick", Some(&app_id));
+    assert_eq!(q[0]["appId"], app_id.as_str(), "Quick mode is a mode of the same app");
     let qt = types(&q);
     assert_eq!(qt[0], "session");
     assert_eq!(q[0]["mode"], "quick");
@@ -256,7 +261,7 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
     assert!(csp.contains("default-src 'none'") && csp.contains("sandbox allow-scripts"), "{csp}");
     assert_eq!(get(&s, &format!("/q/{}", "0".repeat(32))).status, 404);
     assert_eq!(get(&s, "/q/..%2f..%2fetc").status, 404);
-    let view: Value = serde_json::from_str(&get(&s, &format!("/api/sessions/{KEY}")).body).unwrap();
+    let view: Value = serde_json::from_str(&get(&s, &format!("/api/apps/{app_id}")).body).unwrap();
     assert_eq!(view["quick"]["versions"].as_array().unwrap().len(), 1);
 
     // The sandbox dies: the next prompt gets a new one with the newest
@@ -269,39 +274,46 @@ fn chat_api_builds_versions_and_refuses_bad_input() {
         .unwrap();
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
     let out = std::process::Command::new(kiln)
-        .args(["chat", "--server", &s.url, "--session", KEY, "Say hello"])
+        .args(["chat", "--server", &s.url, "--key", KEY, "--app", &app_id, "Say hello"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("--app {app_id}")), "kiln chat names the app to continue: {stderr}");
+    assert!(!stdout.contains(KEY) && !stderr.contains(KEY), "kiln chat never prints the key");
     // A new sandbox runs a new agent, whose script starts over.
     assert!(stdout.contains("Building it.") && stdout.contains("■ done: end_turn"), "{stdout}");
     assert!(stdout.contains("booting: restore"), "the newest version was restored: {stdout}");
-    let view: Value = serde_json::from_str(&get(&s, &format!("/api/sessions/{KEY}")).body).unwrap();
+    let view: Value = serde_json::from_str(&get(&s, &format!("/api/apps/{app_id}")).body).unwrap();
     let new_sandbox = view["sandbox"]["id"].as_str().unwrap().to_owned();
     assert_ne!(new_sandbox, sandbox, "a new sandbox replaced the dead one");
     assert!(stdout.contains(&new_sandbox), "{stdout}");
     preview_shows(&s, &format!("{new_sandbox}.localhost:{port}"), "/src/App.tsx", "First heading");
     let out = std::process::Command::new(kiln)
-        .args(["chat", "--server", &s.url, "--session", KEY, "--mode", "quick", "--json", "One more"])
+        .args(["chat", "--server", &s.url, "--key", KEY, "--app", &app_id, "--mode", "quick", "--json", "One more"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "the quick script is used up: an error event must fail the command");
     let lines = events(&String::from_utf8_lossy(&out.stdout));
     assert!(lines.iter().any(|e| e["type"] == "error"), "{lines:?}");
+    let other_owner = "00000000-0000-4000-8000-000000000001";
+    let out = std::process::Command::new(kiln)
+        .args(["chat", "--server", &s.url, "--key", other_owner, "--app", &app_id, "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "another owner's app is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such app"));
     let out =
-        std::process::Command::new(kiln).args(["chat", "--server", &s.url, "--session", "bad", "x"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid session key"));
+        std::process::Command::new(kiln).args(["chat", "--server", &s.url, "--key", "bad", "x"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("X-Kiln-Key"));
 
     // The OpenAPI document is served and every documented route answers.
     let spec: Value = serde_json::from_str(&get(&s, "/api/openapi.json").body).unwrap();
     for (path, item) in spec["paths"].as_object().unwrap() {
-        let concrete = path
-            .replace("{key}", KEY)
-            .replace("{sha}", &first_version)
-            .replace("{id}", &"0".repeat(32))
-            .replace("{path}", "app.js");
+        let concrete =
+            path.replace("{sha}", &first_version).replace("{id}", &"0".repeat(32)).replace("{path}", "app.js");
         for method in item.as_object().unwrap().keys() {
             let a = request(&method.to_uppercase(), &format!("{}{concrete}", s.url), "localhost", None).unwrap();
             assert!(a.status != 405 && !a.body.contains("no API route"), "{method} {path}: {} {}", a.status, a.body);

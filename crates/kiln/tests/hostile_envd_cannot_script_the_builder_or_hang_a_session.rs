@@ -1,14 +1,14 @@
-//! A real `kiln serve` whose session is bound to a fake envd (the test
+//! A real `kiln serve` whose app is bound to a fake envd (the test
 //! double of `crates/kiln-bridge/tests/support`), standing in for envd in a
-//! compromised sandbox. The session is bound through the store before the
-//! server starts, exactly as a claim would bind it, so the server reuses it
-//! like any live sandbox of the session.
+//! compromised sandbox. The app and its binding are written to the store
+//! before the server starts, exactly as a first prompt and a claim would,
+//! so the server reuses the sandbox like any live sandbox of the app.
 //! - the fake's `session` event with `previewUrl=javascript:alert(1)`, its
 //!   forged `version`, `boot` and `html` never reach the browser: the only
 //!   `session` event is the server's own, with an `http:` preview URL;
 //! - one endless NDJSON line ends the turn at once with an error, while the
 //!   server's memory and CPU stay bounded;
-//! - a turn whose envd falls silent is cancelled: `POST /api/chat/cancel`
+//! - a turn whose envd falls silent is cancelled: `POST /api/apps/{id}/cancel`
 //!   answers within 5 s, the turn ends with `done {cancelled}` although envd
 //!   never answers again, and the session is unlocked;
 //! - the next prompt works: the silent envd fails its health check, so the
@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 
 use fake_envd::{Behaviour, FakeEnvd};
 use serde_json::{Value, json};
-use server::{Server, request};
+use server::Server;
 
 const KEY: &str = "0b7e5d1c-2a3f-4b6c-9d8e-7f6a5b4c3d2e";
+const APP: &str = "0b7e5d1c2a3f4b6c9d8e7f6a5b4c3d2e";
 const FAKE_SANDBOX: &str = "feedfacefeedfacefeedfacefeedface";
 
 fn chat(s: &Server, prompt: &str) -> Vec<Value> {
-    let body = json!({"sessionKey": KEY, "prompt": prompt}).to_string();
-    let a = request("POST", &format!("{}/api/chat", s.url), "localhost", Some(&body)).expect("server answers");
+    let body = json!({"appId": APP, "prompt": prompt}).to_string();
+    let a = server::request_as("POST", &format!("{}/api/chat", s.url), "localhost", None, Some(KEY), Some(&body))
+        .expect("server answers");
     assert_eq!(a.status, 200, "{}", a.body);
     a.body.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -75,7 +77,9 @@ fn hostile_envd_cannot_script_the_builder_or_hang_a_session() {
         let ep = serde_json::to_string(&envd.endpoint()).unwrap();
         let agent = json!({"sessionId": "s1", "configOptions": []}).to_string();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        store.bind_session(KEY, FAKE_SANDBOX, &ep, Some(&agent), now).await.unwrap();
+        let (app, owner): (kiln_types::AppId, kiln_types::OwnerKey) = (APP.parse().unwrap(), KEY.parse().unwrap());
+        store.create_app(&app, &owner.owner_id(), "hostile", now).await.unwrap();
+        store.bind_session(APP, FAKE_SANDBOX, &ep, Some(&agent), now).await.unwrap();
     });
     let model = server::scripted_model(dir.path(), "recovered.json", &json!({"turns": [{"text": "Recovered."}]}));
     let mut s = Server::start(&data, &[("KILN_POOL_TARGET_SIZE", "0"), ("KILN_MODEL", &model)]);
@@ -119,8 +123,10 @@ fn hostile_envd_cannot_script_the_builder_or_hang_a_session() {
     let prompts = envd.requests().len();
     let url = s.url.clone();
     let running = std::thread::spawn(move || {
-        let body = json!({"sessionKey": KEY, "prompt": "and again"}).to_string();
-        request("POST", &format!("{url}/api/chat"), "localhost", Some(&body)).expect("server answers").body
+        let body = json!({"appId": APP, "prompt": "and again"}).to_string();
+        server::request_as("POST", &format!("{url}/api/chat"), "localhost", None, Some(KEY), Some(&body))
+            .expect("server answers")
+            .body
     });
     let t = Instant::now();
     while !envd.requests()[prompts..].iter().any(|r| r.ends_with("/prompt")) {
@@ -129,13 +135,9 @@ fn hostile_envd_cannot_script_the_builder_or_hang_a_session() {
     }
     envd.set(Behaviour::Silent);
     let t = Instant::now();
-    let cancel = request(
-        "POST",
-        &format!("{}/api/chat/cancel", s.url),
-        "localhost",
-        Some(&json!({"sessionKey": KEY}).to_string()),
-    )
-    .unwrap();
+    let cancel =
+        server::request_as("POST", &format!("{}/api/apps/{APP}/cancel", s.url), "localhost", None, Some(KEY), None)
+            .unwrap();
     assert_eq!(cancel.status, 200, "{}", cancel.body);
     assert!(t.elapsed() < Duration::from_secs(5), "cancel took {:?}", t.elapsed());
     let body = running.join().unwrap();
@@ -143,7 +145,8 @@ fn hostile_envd_cannot_script_the_builder_or_hang_a_session() {
     assert!(t.elapsed() < Duration::from_secs(10), "the cancelled turn took {:?} to end", t.elapsed());
     let evs: Vec<Value> = body.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(stop_reason(&evs), "cancelled", "{evs:?}");
-    let view = request("GET", &format!("{}/api/sessions/{KEY}", s.url), "localhost", None).unwrap();
+    let view =
+        server::request_as("GET", &format!("{}/api/apps/{APP}", s.url), "localhost", None, Some(KEY), None).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&view.body).unwrap()["running"], false, "{}", view.body);
 
     // 4. The next prompt works: the silent envd fails health; a real sandbox replaces it.

@@ -1,44 +1,52 @@
-//! `/api/chat`: start a turn and stream its events as NDJSON; resume a
-//! stream after a dropped connection; cancel.
+//! `POST /api/chat`: start a turn of an app (a new one without `appId`) and
+//! stream its events as NDJSON. Resuming and cancelling are per app
+//! (`/api/apps/{id}/events`, `/cancel`, in [`super::apps`]).
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use futures::StreamExt;
-use kiln_types::SessionKey;
+use kiln_types::AppId;
 use kiln_types::chat::{ChatEvent, ChatMode};
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::chat::{self, MAX_PROMPT, Prompt};
+use crate::apps::AppService;
+use crate::chat::MAX_PROMPT;
 use crate::serve::AppState;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ChatBody {
-    session_key: String,
     prompt: String,
+    #[serde(default)]
+    app_id: Option<String>,
     #[serde(default)]
     mode: Option<String>,
     #[serde(default)]
     demo: bool,
 }
 
-pub fn parse_key(raw: &str) -> Result<SessionKey, ApiError> {
-    raw.parse().map_err(|e: kiln_types::SessionKeyError| ApiError::BadRequest(e.to_string()))
+/// A validated chat request.
+#[derive(Debug)]
+struct ChatRequest {
+    app: Option<AppId>,
+    text: String,
+    mode: ChatMode,
+    demo: bool,
 }
 
 /// Validates a chat request with messages that say what to fix.
-fn parse_prompt(body: &[u8]) -> Result<Prompt, ApiError> {
+fn parse_prompt(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let b: ChatBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "body must be JSON like {{\"sessionKey\": \"<uuid>\", \"prompt\": \"…\", \"mode\": \"vm\"}}: {e}"
+            "body must be JSON like {{\"prompt\": \"…\", \"mode\": \"vm\", \"appId\": \"<app id, to continue one>\"}}: {e}"
         ))
     })?;
-    let key = parse_key(&b.session_key)?;
+    let app = b.app_id.as_deref().map(super::apps::parse_app_id).transpose()?;
     let text = b.prompt.trim().to_owned();
     if text.is_empty() {
         return Err(ApiError::BadRequest("prompt is empty: describe the app or the change you want".into()));
@@ -55,11 +63,11 @@ fn parse_prompt(body: &[u8]) -> Result<Prompt, ApiError> {
         Some("quick") => ChatMode::Quick,
         Some(other) => return Err(ApiError::BadRequest(format!("mode must be \"vm\" or \"quick\"; got {other:?}"))),
     };
-    Ok(Prompt { key, text, mode, demo: b.demo })
+    Ok(ChatRequest { app, text, mode, demo: b.demo })
 }
 
 /// The NDJSON response over a stream of events.
-fn ndjson(events: impl futures::Stream<Item = ChatEvent> + Send + 'static) -> Response {
+pub fn ndjson(events: impl futures::Stream<Item = ChatEvent> + Send + 'static) -> Response {
     let lines = events.map(|e| {
         let mut line = serde_json::to_vec(&e).unwrap_or_default();
         line.push(b'\n');
@@ -88,57 +96,14 @@ pub fn body_or_limit(body: Result<Bytes, axum::extract::rejection::BytesRejectio
 
 pub async fn post(
     State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let p = parse_prompt(&body_or_limit(body)?)?;
-    let key = p.key.as_str().to_owned();
-    let first = chat::start(&st, p).map_err(|_| {
-        ApiError::Conflict("a prompt is already running for this session; wait for it to finish or cancel it".into())
-    })?;
-    Ok(ndjson(st.chat.log(&key).stream(first - 1)))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EventsQuery {
-    session_key: String,
-    #[serde(default)]
-    after: Option<String>,
-}
-
-pub async fn events(
-    State(st): State<Arc<AppState>>,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("expected ?sessionKey=<uuid>&after=<seq>: {e}")))?;
-    let key = parse_key(&q.session_key)?;
-    let after = match q.after.as_deref() {
-        None | Some("") => 0,
-        Some(a) => a
-            .parse::<u64>()
-            .map_err(|_| ApiError::BadRequest(format!("after must be the last seq you saw (an integer); got {a:?}")))?,
-    };
-    let Some(log) = st.chat.existing(key.as_str()) else {
-        // No turn since the server started: an empty stream, not an error.
-        return Ok(ndjson(futures::stream::empty()));
-    };
-    Ok(ndjson(log.stream(after)))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CancelBody {
-    session_key: String,
-}
-
-pub async fn cancel(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    let b: CancelBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("body must be JSON like {{\"sessionKey\": \"<uuid>\"}}: {e}")))?;
-    let key = parse_key(&b.session_key)?;
-    let cancelled = st.chat.cancel(key.as_str()).await;
-    let status = if cancelled { StatusCode::OK } else { StatusCode::CONFLICT };
-    let msg = if cancelled { "cancelling" } else { "nothing is running for this session" };
-    Ok((status, axum::Json(serde_json::json!({ "cancelled": cancelled, "message": msg }))).into_response())
+    let owner = super::apps::owner(&headers)?;
+    let r = parse_prompt(&body_or_limit(body)?)?;
+    let svc = AppService::new(&st);
+    let (app, first) = svc.prompt(&owner, r.app.as_ref(), r.text, r.mode, r.demo).await?;
+    Ok(ndjson(st.chat.stream(&app, first - 1).await.map_err(|e| ApiError::Internal(e.to_string()))?))
 }
 
 #[cfg(test)]
@@ -146,23 +111,29 @@ mod tests {
     use super::*;
 
     const KEY: &str = "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b";
+    const APP: &str = "0123456789abcdef0123456789abcdef";
 
     #[test]
     fn prompts_are_validated_with_clear_messages() {
-        let ok = parse_prompt(format!(r#"{{"sessionKey":"{KEY}","prompt":" a todo app ","mode":"quick"}}"#).as_bytes())
-            .unwrap();
+        let ok =
+            parse_prompt(format!(r#"{{"appId":"{APP}","prompt":" a todo app ","mode":"quick"}}"#).as_bytes()).unwrap();
         assert_eq!((ok.text.as_str(), ok.mode, ok.demo), ("a todo app", ChatMode::Quick, false));
+        assert_eq!(ok.app.unwrap().as_str(), APP);
+        assert!(parse_prompt(br#"{"prompt":"x"}"#).unwrap().app.is_none());
         let big = "x".repeat(MAX_PROMPT + 1);
         for (body, needle) in [
             (String::from("not json"), "body must be JSON"),
-            (String::from(r#"{"sessionKey":"nope","prompt":"x"}"#), "invalid session key"),
-            (format!(r#"{{"sessionKey":"{KEY}","prompt":"   "}}"#), "prompt is empty"),
-            (format!(r#"{{"sessionKey":"{KEY}","prompt":"x","mode":"fast"}}"#), "mode must be"),
-            (format!(r#"{{"sessionKey":"{KEY}","prompt":"x","extra":1}}"#), "unknown field"),
-            (format!(r#"{{"sessionKey":"{KEY}","prompt":"{big}"}}"#), "limit is 32 KiB"),
+            (String::from(r#"{"appId":"nope","prompt":"x"}"#), "invalid app id"),
+            (format!(r#"{{"sessionKey":"{KEY}","prompt":"x"}}"#), "unknown field"),
+            (String::from(r#"{"prompt":"   "}"#), "prompt is empty"),
+            (String::from(r#"{"prompt":"x","mode":"fast"}"#), "mode must be"),
+            (String::from(r#"{"prompt":"x","extra":1}"#), "unknown field"),
+            (format!(r#"{{"prompt":"{big}"}}"#), "limit is 32 KiB"),
         ] {
             match parse_prompt(body.as_bytes()) {
-                Err(ApiError::BadRequest(m) | ApiError::TooLarge(m)) => assert!(m.contains(needle), "{needle}: {m}"),
+                Err(ApiError::BadRequest(m) | ApiError::TooLarge(m) | ApiError::NotFound(m)) => {
+                    assert!(m.contains(needle), "{needle}: {m}")
+                }
                 Err(other) => panic!("{needle}: {other:?}"),
                 Ok(_) => panic!("{needle}: accepted"),
             }

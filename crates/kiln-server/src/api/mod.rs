@@ -2,6 +2,7 @@
 //! user errors are 4xx with a message that says what to do; internal errors
 //! are logged with context and answered with a generic 500.
 
+pub mod apps;
 pub mod chat;
 pub mod pool;
 pub mod sessions;

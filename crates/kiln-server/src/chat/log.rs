@@ -1,14 +1,23 @@
-//! Per-session chat logs: every event a session's turns produce, numbered.
+//! Per-app chat logs: every event an app's turns produce, numbered by one
+//! sequence per app that the store keeps across restarts.
 //!
 //! A turn runs in its own task and writes here; HTTP responses only *read*
 //! (from a `seq` on), so a browser that drops its connection loses nothing —
-//! the turn goes on and `GET /api/chat/events?after=` picks the stream up
-//! again. One turn at a time per session: [`ChatHub::begin`] is the lock,
-//! and the [`Turn`] guard guarantees the log always ends a turn with `done`
-//! (even if the task panics) and releases the lock. A log keeps at most
-//! [`LOG_LIMIT`] events and [`LOG_BYTES_LIMIT`] bytes, oldest dropped first:
-//! what an agent says is bounded per event and per turn by kiln-bridge, and
-//! here in sum, so a session's memory does not depend on its sandbox.
+//! the turn goes on and `GET /api/apps/{id}/events?after=` picks the stream
+//! up again. One turn at a time per app: [`ChatHub::begin`] is the lock, and
+//! the [`Turn`] guard guarantees the log always ends a turn with `done`
+//! (even if the task panics) and releases the lock.
+//!
+//! Durable: each log has a writer task that appends what was pushed to the
+//! store in batches (one transaction per batch, so a burst of deltas costs
+//! one write), and a stream holds a turn's `done` back until the store has
+//! it — a client that saw `done` knows the whole turn survives a restart.
+//! A new log (first use, or after a restart) numbers on from the store's
+//! newest `seq`, and a resume reads from the store what memory no longer
+//! has ([`ChatHub::stream`]). In memory a log keeps at most [`LOG_LIMIT`]
+//! events and [`LOG_BYTES_LIMIT`] bytes, oldest dropped first: what an
+//! agent says is bounded per event and per turn by kiln-bridge, and here in
+//! sum, so the server's memory does not depend on a sandbox.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -16,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use kiln_sandbox::EnvdClient;
+use kiln_store::Store;
+use kiln_types::AppId;
 use kiln_types::chat::{ChatEvent, EventBody, StopReason};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Events kept per session; older ones are dropped first.
@@ -28,16 +39,28 @@ pub const LOG_BYTES_LIMIT: usize = 64 << 20;
 /// Logs of sessions idle this long (and not running) are forgotten; the
 /// versions live on in git.
 const FORGET_AFTER: Duration = Duration::from_secs(6 * 3600);
+/// Most events one conversation load returns (the UI's whole history).
+pub const LOAD_LIMIT: u32 = 100_000;
+/// Events the writer appends in one transaction at most.
+const WRITE_BATCH: usize = 1_000;
+/// How long a stream holds a `done` back waiting for the store.
+const DURABLE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct ChatHub {
-    logs: Mutex<HashMap<String, Arc<ChatLog>>>,
+    logs: Mutex<HashMap<AppId, Arc<ChatLog>>>,
+    /// Where conversations are kept (`None`: memory only, unit tests).
+    store: Option<Arc<dyn Store>>,
 }
 
 pub struct ChatLog {
     inner: Mutex<Inner>,
     /// The newest `seq`; readers wait on it.
     newest: watch::Sender<u64>,
+    /// Events on their way to the store (`None`: memory only).
+    persist: Option<mpsc::UnboundedSender<ChatEvent>>,
+    /// The newest `seq` the store has.
+    persisted: watch::Sender<u64>,
 }
 
 struct Inner {
@@ -61,23 +84,94 @@ struct Running {
 pub struct Busy;
 
 impl ChatHub {
-    pub fn log(&self, key: &str) -> Arc<ChatLog> {
+    /// A hub that keeps every app's conversation in `store`.
+    pub fn with_store(store: Arc<dyn Store>) -> ChatHub {
+        ChatHub { logs: Mutex::default(), store: Some(store) }
+    }
+
+    /// The app's log, made on first use numbering on from the store.
+    pub async fn log(&self, app: &AppId) -> Result<Arc<ChatLog>, kiln_store::StoreError> {
+        if let Some(l) = self.existing(app) {
+            return Ok(l);
+        }
+        let stored = match &self.store {
+            Some(s) => s.last_event_seq(app).await?,
+            None => 0,
+        };
         let mut logs = self.logs.lock().unwrap();
         logs.retain(|_, l| {
             let i = l.inner.lock().unwrap();
             i.running.is_some() || i.last_active.elapsed() < FORGET_AFTER
         });
-        logs.entry(key.to_owned()).or_insert_with(ChatLog::new).clone()
+        // Another request may have made it meanwhile: theirs wins.
+        let store = self.store.clone();
+        Ok(logs.entry(app.clone()).or_insert_with(|| ChatLog::new(app.clone(), stored, store)).clone())
     }
 
-    /// The session's log if it has one (no new entry for unknown keys).
-    pub fn existing(&self, key: &str) -> Option<Arc<ChatLog>> {
-        self.logs.lock().unwrap().get(key).cloned()
+    /// The app's log if it has one in memory (no new entry).
+    pub fn existing(&self, app: &AppId) -> Option<Arc<ChatLog>> {
+        self.logs.lock().unwrap().get(app).cloned()
+    }
+
+    /// Whether a turn (or restore) of the app is running.
+    pub fn running(&self, app: &AppId) -> bool {
+        self.existing(app).is_some_and(|l| l.running())
+    }
+
+    /// The whole conversation as it stands: what the store has, then what
+    /// memory has that the store may not have yet.
+    pub async fn events(&self, app: &AppId) -> Result<Vec<ChatEvent>, kiln_store::StoreError> {
+        let mem = self.existing(app);
+        let mem_events = mem.as_ref().map(|l| l.after(0).0).unwrap_or_default();
+        let mut out = self.stored_before(app, 0, mem_events.first().map(|e| e.seq)).await?;
+        out.extend(mem_events);
+        Ok(out)
+    }
+
+    /// Stored events after `after` and before `before` (if given).
+    async fn stored_before(
+        &self,
+        app: &AppId,
+        after: u64,
+        before: Option<u64>,
+    ) -> Result<Vec<ChatEvent>, kiln_store::StoreError> {
+        let Some(store) = &self.store else { return Ok(vec![]) };
+        if before.is_some_and(|b| b <= after + 1) {
+            return Ok(vec![]);
+        }
+        let mut evs = store.load_events(app, after, LOAD_LIMIT).await?;
+        if let Some(b) = before {
+            evs.retain(|e| e.seq < b);
+        }
+        Ok(evs)
+    }
+
+    /// Streams the app's events after `after`: the stored ones memory no
+    /// longer (or never, after a restart) has, then the log's, following a
+    /// running turn to its `done`.
+    pub async fn stream(
+        &self,
+        app: &AppId,
+        after: u64,
+    ) -> Result<futures::stream::BoxStream<'static, ChatEvent>, kiln_store::StoreError> {
+        let mem = self.existing(app);
+        let first_in_mem = mem.as_ref().and_then(|l| l.oldest());
+        let stored = self.stored_before(app, after, first_in_mem.or(mem.as_ref().map(|l| l.next_seq()))).await?;
+        let from = stored.last().map_or(after, |e| e.seq.max(after));
+        let head = futures::stream::iter(stored);
+        Ok(match mem {
+            Some(l) => head.chain(l.stream(from)).boxed(),
+            None => head.boxed(),
+        })
     }
 
     /// Starts a turn, or [`Busy`] if one is running.
-    pub fn begin(&self, key: &str) -> Result<Turn, Busy> {
-        let log = self.log(key);
+    pub async fn begin(&self, app: &AppId) -> Result<Result<Turn, Busy>, kiln_store::StoreError> {
+        let log = self.log(app).await?;
+        Ok(Self::begin_on(log))
+    }
+
+    fn begin_on(log: Arc<ChatLog>) -> Result<Turn, Busy> {
         let cancel = CancellationToken::new();
         let first_seq = {
             let mut i = log.inner.lock().unwrap();
@@ -95,8 +189,8 @@ impl ChatHub {
     /// the agent's ACP cancel goes to envd in the background (bounded by the
     /// client's cancel deadline), and the turn ends by itself or, if envd
     /// does not end it, within [`super::vm::CANCEL_GRACE`].
-    pub async fn cancel(&self, key: &str) -> bool {
-        let Some(log) = self.existing(key) else { return false };
+    pub async fn cancel(&self, app: &AppId) -> bool {
+        let Some(log) = self.existing(app) else { return false };
         let agent = {
             let i = log.inner.lock().unwrap();
             let Some(r) = &i.running else { return false };
@@ -115,10 +209,43 @@ impl ChatHub {
 }
 
 impl ChatLog {
-    fn new() -> Arc<ChatLog> {
-        let inner =
-            Inner { events: VecDeque::new(), bytes: 0, next_seq: 1, running: None, last_active: Instant::now() };
-        Arc::new(ChatLog { inner: Mutex::new(inner), newest: watch::channel(0).0 })
+    /// A log whose first event is `stored + 1`, appending to `store`.
+    fn new(app: AppId, stored: u64, store: Option<Arc<dyn Store>>) -> Arc<ChatLog> {
+        let inner = Inner {
+            events: VecDeque::new(),
+            bytes: 0,
+            next_seq: stored + 1,
+            running: None,
+            last_active: Instant::now(),
+        };
+        let persisted = watch::channel(stored).0;
+        let persist = store.map(|store| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(write_events(app, store, rx, persisted.clone()));
+            tx
+        });
+        Arc::new(ChatLog { inner: Mutex::new(inner), newest: watch::channel(stored).0, persist, persisted })
+    }
+
+    /// The oldest `seq` held in memory.
+    fn oldest(&self) -> Option<u64> {
+        self.inner.lock().unwrap().events.front().map(|(e, _)| e.seq)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.lock().unwrap().next_seq
+    }
+
+    /// Waits (bounded) until the store has every event up to `seq`.
+    async fn durable(&self, seq: u64) {
+        if self.persist.is_none() {
+            return;
+        }
+        let mut rx = self.persisted.subscribe();
+        let wait = rx.wait_for(|p| *p >= seq);
+        if tokio::time::timeout(DURABLE_WAIT, wait).await.is_err() {
+            tracing::error!(seq, "the store has not taken a turn's events in time; answering without waiting");
+        }
     }
 
     pub fn running(&self) -> bool {
@@ -136,7 +263,12 @@ impl ChatLog {
         let mut i = self.inner.lock().unwrap();
         let seq = i.next_seq;
         i.next_seq += 1;
-        i.events.push_back((ChatEvent { seq, body }, size));
+        let ev = ChatEvent { seq, body };
+        if let Some(tx) = &self.persist {
+            // In `seq` order: sent under the lock.
+            let _ = tx.send(ev.clone());
+        }
+        i.events.push_back((ev, size));
         i.bytes += size;
         while i.events.len() > LOG_LIMIT || (i.bytes > LOG_BYTES_LIMIT && i.events.len() > 1) {
             let (_, gone) = i.events.pop_front().expect("not empty");
@@ -175,6 +307,10 @@ impl ChatLog {
                     after = last.seq;
                     // A `done` with no turn running after it ends the stream.
                     let fin = !running && last.body.is_done();
+                    if evs.iter().any(|e| e.body.is_done()) {
+                        // A client that saw `done` may rely on the turn being stored.
+                        log.durable(last.seq).await;
+                    }
                     return Some((futures::stream::iter(evs), (log, rx, after, fin)));
                 }
                 if !running || rx.changed().await.is_err() {
@@ -183,6 +319,42 @@ impl ChatLog {
             }
         })
         .flatten()
+    }
+}
+
+/// The log's writer: appends what was pushed, in batches, retrying a
+/// failing store a few times before giving a batch up (logged).
+async fn write_events(
+    app: AppId,
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<ChatEvent>,
+    persisted: watch::Sender<u64>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let last = batch.last().map_or(0, |e| e.seq);
+        let mut attempt = 0;
+        loop {
+            match store.append_events(&app, &batch, crate::now_ms()).await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(app = %app, error = %e, attempt, "storing chat events failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(app = %app, error = %e, events = batch.len(), "chat events could not be stored");
+                    break;
+                }
+            }
+        }
+        persisted.send_replace(last);
     }
 }
 
@@ -280,6 +452,10 @@ impl Drop for Turn {
 mod tests {
     use super::*;
 
+    fn app() -> AppId {
+        "0123456789abcdef0123456789abcdef".parse().unwrap()
+    }
+
     fn text(s: &str) -> EventBody {
         EventBody::Text { delta: s.into() }
     }
@@ -287,10 +463,10 @@ mod tests {
     #[tokio::test]
     async fn one_turn_at_a_time_and_streams_end_at_done() {
         let hub = ChatHub::default();
-        let mut t = hub.begin("k").unwrap();
-        assert!(hub.begin("k").is_err(), "a second turn is refused while one runs");
+        let mut t = hub.begin(&app()).await.unwrap().unwrap();
+        assert!(hub.begin(&app()).await.unwrap().is_err(), "a second turn is refused while one runs");
         t.emit(text("a"));
-        let reader = tokio::spawn(hub.log("k").stream(0).collect::<Vec<_>>());
+        let reader = tokio::spawn(hub.log(&app()).await.unwrap().stream(0).collect::<Vec<_>>());
         tokio::time::sleep(Duration::from_millis(20)).await;
         t.emit(text("b"));
         t.finish(StopReason::EndTurn);
@@ -298,9 +474,9 @@ mod tests {
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(got[2].body.is_done());
         // Resume after a seq; a finished log does not wait.
-        let rest: Vec<_> = hub.log("k").stream(2).collect().await;
+        let rest: Vec<_> = hub.log(&app()).await.unwrap().stream(2).collect().await;
         assert_eq!(rest.len(), 1);
-        let mut t2 = hub.begin("k").expect("free again after done");
+        let mut t2 = hub.begin(&app()).await.unwrap().expect("free again after done");
         assert_eq!(t2.first_seq(), 4);
         t2.finish(StopReason::EndTurn);
     }
@@ -308,15 +484,15 @@ mod tests {
     #[tokio::test]
     async fn a_sessions_log_is_bounded_in_bytes_as_well_as_events() {
         let hub = ChatHub::default();
-        let mut t = hub.begin("k").unwrap();
+        let mut t = hub.begin(&app()).await.unwrap().unwrap();
         let big = "x".repeat(1 << 20);
         for _ in 0..(LOG_BYTES_LIMIT >> 20) + 10 {
             t.emit(text(&big));
         }
         t.finish(StopReason::EndTurn);
-        let i = hub.log("k").inner.lock().unwrap().bytes;
+        let i = hub.log(&app()).await.unwrap().inner.lock().unwrap().bytes;
         assert!(i <= LOG_BYTES_LIMIT, "{i}");
-        let evs: Vec<_> = hub.log("k").stream(0).collect().await;
+        let evs: Vec<_> = hub.log(&app()).await.unwrap().stream(0).collect().await;
         assert!(evs.last().unwrap().body.is_done() && evs.len() < (LOG_BYTES_LIMIT >> 20) + 1);
     }
 
@@ -324,13 +500,13 @@ mod tests {
     async fn a_dropped_turn_ends_with_an_error_and_unlocks() {
         let hub = ChatHub::default();
         {
-            let mut t = hub.begin("k").unwrap();
+            let mut t = hub.begin(&app()).await.unwrap().unwrap();
             t.emit(text("x"));
         }
-        let evs: Vec<_> = hub.log("k").stream(0).collect().await;
+        let evs: Vec<_> = hub.log(&app()).await.unwrap().stream(0).collect().await;
         assert!(matches!(evs[1].body, EventBody::Error { .. }));
         assert!(evs[2].body.is_done());
-        assert!(hub.begin("k").is_ok());
+        assert!(hub.begin(&app()).await.unwrap().is_ok());
     }
 
     #[tokio::test]
@@ -346,11 +522,11 @@ mod tests {
             }
         });
         let hub = ChatHub::default();
-        let t = hub.begin("k").unwrap();
+        let t = hub.begin(&app()).await.unwrap().unwrap();
         let client = EnvdClient::new(kiln_sandbox::Endpoint { socket, token: "t".into() });
         t.set_agent(client, "s".into());
         let started = Instant::now();
-        assert!(hub.cancel("k").await);
+        assert!(hub.cancel(&app()).await);
         assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
         tokio::time::timeout(Duration::from_secs(1), t.cancelled()).await.unwrap();
         drop(t);
@@ -360,10 +536,50 @@ mod tests {
     #[tokio::test]
     async fn cancel_reaches_the_turn() {
         let hub = ChatHub::default();
-        assert!(!hub.cancel("k").await, "nothing to cancel");
-        let t = hub.begin("k").unwrap();
-        assert!(hub.cancel("k").await);
+        assert!(!hub.cancel(&app()).await, "nothing to cancel");
+        let t = hub.begin(&app()).await.unwrap().unwrap();
+        assert!(hub.cancel(&app()).await);
         tokio::time::timeout(Duration::from_secs(1), t.cancelled()).await.unwrap();
         drop(t);
+    }
+}
+
+#[cfg(test)]
+mod durable_tests {
+    use super::*;
+
+    async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = kiln_store::connect(&format!("sqlite://{}", dir.path().join("kiln.db").display())).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_conversation_numbers_on_and_replays_after_a_restart() {
+        let (_dir, store) = sqlite().await;
+        let owner: kiln_types::OwnerKey = "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b".parse().unwrap();
+        let app = AppId::random();
+        store.create_app(&app, &owner.owner_id(), "x", 1).await.unwrap();
+        let hub = ChatHub::with_store(store.clone());
+        let mut t = hub.begin(&app).await.unwrap().unwrap();
+        for i in 0..50 {
+            t.emit(EventBody::Text { delta: format!("d{i}") });
+        }
+        t.finish(StopReason::EndTurn);
+        // Streaming to the `done` means the store has the turn.
+        let seen: Vec<_> = hub.stream(&app, 0).await.unwrap().collect().await;
+        assert_eq!(seen.len(), 51);
+        assert_eq!(store.last_event_seq(&app).await.unwrap(), 51);
+        // A restarted server: a fresh hub on the same store.
+        let hub = ChatHub::with_store(store.clone());
+        assert_eq!(hub.events(&app).await.unwrap(), seen);
+        let resumed: Vec<_> = hub.stream(&app, 49).await.unwrap().collect().await;
+        assert_eq!(resumed.iter().map(|e| e.seq).collect::<Vec<_>>(), [50, 51]);
+        let mut t = hub.begin(&app).await.unwrap().unwrap();
+        assert_eq!(t.first_seq(), 52, "one sequence per app across restarts");
+        t.finish(StopReason::EndTurn);
+        let all: Vec<_> = hub.stream(&app, 0).await.unwrap().collect().await;
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=52).collect::<Vec<_>>());
+        assert_eq!(hub.events(&app).await.unwrap(), all);
     }
 }

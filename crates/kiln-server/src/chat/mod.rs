@@ -1,8 +1,8 @@
-//! The builder's chat: a prompt becomes a turn that runs in its own task
-//! and writes numbered events to the session's log ([`log`]); HTTP streams
-//! read the log. VM turns ([`vm`]) run the agent in the session's sandbox
-//! and end in a version; Quick turns ([`quick`]) ask the model for one HTML
-//! file and store it as a version of the session's quick app.
+//! The builder's chat: a prompt becomes a turn of an app that runs in its
+//! own task and writes numbered events to the app's log ([`log`], kept in
+//! the store); HTTP streams read the log. VM turns ([`vm`]) run the agent in
+//! the app's sandbox and end in a version; Quick turns ([`quick`]) ask the
+//! model for one HTML file and store it as a version of the app's quick app.
 
 pub mod log;
 pub mod quick;
@@ -10,7 +10,7 @@ pub mod vm;
 
 use std::sync::Arc;
 
-use kiln_types::SessionKey;
+use kiln_types::AppId;
 use kiln_types::chat::ChatMode;
 
 pub use log::{Busy, ChatHub, ChatLog, Turn};
@@ -23,24 +23,26 @@ pub const MAX_PROMPT: usize = 32 * 1024;
 /// A validated chat request.
 #[derive(Clone, Debug)]
 pub struct Prompt {
-    pub key: SessionKey,
+    /// The app the turn belongs to (its owner was checked by the caller).
+    pub app: AppId,
     pub text: String,
     pub mode: ChatMode,
     /// Answer with the demo replay (offered when no model is configured).
     pub demo: bool,
 }
 
-/// Starts the turn in the background; the caller streams the log from
-/// `turn.first_seq()`.
-pub fn start(st: &Arc<AppState>, p: Prompt) -> Result<u64, Busy> {
-    let turn = st.chat.begin(p.key.as_str())?;
-    let first = turn.first_seq();
+/// Starts a turn in the background from an already locked `turn`; the
+/// caller streams the log from `turn.first_seq()`. The app counts as
+/// changed when the turn ends.
+pub fn spawn(st: &Arc<AppState>, p: Prompt, turn: Turn) {
     let st = st.clone();
     tokio::spawn(async move {
         match p.mode {
             ChatMode::Vm => vm::run(&st, &p, turn).await,
             ChatMode::Quick => quick::run(&st, &p, turn).await,
         }
+        if let Err(e) = st.pool.store().touch_app(&p.app, crate::now_ms()).await {
+            tracing::warn!(app = %p.app, error = %e, "recording the app's last change failed");
+        }
     });
-    Ok(first)
 }

@@ -5,7 +5,7 @@
 //!
 //! The quick app's versions are a git directory like any app's
 //! (`<data>/apps/quick-<id>.git`, one file: `index.html`). Its id is random
-//! and public (it is in the share link); the session key stays private.
+//! and public (it is in the share link); the app id and its owner's key stay private.
 
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +55,7 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
         return turn.fail("no_model", msg, false);
     }
     let new_id = hex::encode(rand::random::<[u8; 16]>());
-    let id = match st.pool.store().quick_app(p.key.as_str(), &new_id, crate::now_ms()).await {
+    let id = match st.pool.store().quick_app(p.app.as_str(), &new_id, crate::now_ms()).await {
         Ok(id) if valid_quick_id(&id) => id,
         Ok(id) => {
             tracing::error!(id, "the store holds a malformed quick app id");
@@ -66,7 +66,7 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
             return turn.fail("internal", "internal error; the server log has the details", true);
         }
     };
-    let provider = match st.chat_models.quick(p.key.as_str(), p.demo, &st.models) {
+    let provider = match st.chat_models.quick(p.app.as_str(), p.demo, &st.models) {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "the quick model could not be set up");
@@ -76,7 +76,7 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
     turn.emit(EventBody::Session {
         mode: ChatMode::Quick,
         sandbox_id: None,
-        app_id: id.clone(),
+        app_id: p.app.to_string(),
         preview_url: format!("{}/q/{id}", st.cfg.edge.public_url),
         warm: true,
         claim_ms: Some(0),

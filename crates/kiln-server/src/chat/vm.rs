@@ -1,4 +1,4 @@
-//! A VM-mode turn: get the session its sandbox (reuse, warm claim or cold
+//! A VM-mode turn: get the app its sandbox (reuse, warm claim or cold
 //! boot, with `boot` progress), put the app's newest version back if the
 //! sandbox is new to an app that has versions, then run the agent's turn
 //! through envd and end it with a version (kiln-bridge).
@@ -36,20 +36,23 @@ pub fn version_ctx(st: &AppState, app_id: &str, sandbox: &kiln_types::SandboxId)
     })
 }
 
-/// A sandbox for the session, with the app's files in it: the newest
+/// A sandbox for the app (the pool's session is keyed by the app id), with the app's files in it: the newest
 /// version is restored into a sandbox the app has not used before. Boot
 /// progress goes to `events` as it happens.
 pub async fn acquire(
     st: &AppState,
-    key: &str,
+    app: &kiln_types::AppId,
     events: mpsc::UnboundedSender<EventBody>,
 ) -> Result<(Acquired, VersionCtx), String> {
     let tx = events.clone();
     let progress = move |phase: BootPhase, ms: u64| {
         let _ = tx.send(EventBody::Boot { phase: phase.to_string(), ms });
     };
-    let a = st.pool.acquire(key, &progress).await.map_err(|e| e.to_string())?;
-    let ctx = version_ctx(st, &a.app_id, &a.sandbox_id)?;
+    let a = st.pool.acquire(app.as_str(), &progress).await.map_err(|e| e.to_string())?;
+    if a.app_id != app.as_str() {
+        return Err(format!("the pool bound app {app} to another app's row ({})", a.app_id));
+    }
+    let ctx = version_ctx(st, app.as_str(), &a.sandbox_id)?;
     if a.source != Source::Reuse {
         let t = Instant::now();
         let client = EnvdClient::new(a.endpoint.clone());
@@ -73,7 +76,7 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
     // Not abandoned on cancel: a half-done claim or boot would leak its
     // sandbox. A cancel takes effect as soon as it is done.
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let claim = acquire(st, p.key.as_str(), tx);
+    let claim = acquire(st, &p.app, tx);
     let forward = async {
         while let Some(ev) = rx.recv().await {
             turn.emit(ev);
@@ -87,7 +90,7 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
         Ok(v) => v,
         Err(detail) => {
             let error = escape_control(&detail);
-            tracing::error!(session = %p.key.as_str(), %error, "no sandbox for a chat turn");
+            tracing::error!(app = %p.app, %error, "no sandbox for a chat turn");
             return turn.fail(
                 "sandbox_unavailable",
                 "No sandbox could be started for this app; try again in a moment.",
@@ -100,7 +103,7 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
     turn.emit(EventBody::Session {
         mode: ChatMode::Vm,
         sandbox_id: Some(a.sandbox_id.to_string()),
-        app_id: a.app_id.clone(),
+        app_id: p.app.to_string(),
         preview_url: st.cfg.edge.preview_url(a.sandbox_id.as_str()),
         warm: !cold,
         claim_ms: (!cold).then_some(ms),
@@ -130,7 +133,7 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
         // envd did not end the cancelled turn within the grace period (it
         // may be hung, or hostile): end it here, keeping what changed.
         if !turn.is_done() {
-            tracing::warn!(session = %p.key.as_str(), %sandbox, "envd did not end a cancelled turn; ended by the server");
+            tracing::warn!(app = %p.app, %sandbox, "envd did not end a cancelled turn; ended by the server");
             match ctx.commit(&p.text).await {
                 Ok(Some(v)) => turn.emit(EventBody::Version(v)),
                 Ok(None) => {}
@@ -141,7 +144,7 @@ pub async fn run(st: &Arc<AppState>, p: &Prompt, mut turn: Turn) {
             turn.finish(StopReason::Cancelled);
         }
     }
-    let _ = st.pool.store().touch_session(p.key.as_str(), crate::now_ms()).await;
+    let _ = st.pool.store().touch_session(p.app.as_str(), crate::now_ms()).await;
 }
 
 /// How long a cancelled turn may take to end by itself (envd relays the
@@ -202,7 +205,7 @@ async fn agent_turn(
         // The bridge has told the browser what happened (error, then done);
         // the log gets the details.
         let error = escape_control(&e.to_string()).into_owned();
-        tracing::error!(session = %p.key.as_str(), %sandbox, %error, "chat turn failed");
+        tracing::error!(app = %p.app, %sandbox, %error, "chat turn failed");
     }
     if !turn.is_done() {
         turn.fail("agent_error", "The agent's turn failed; the changes so far are kept. Try again.", true);

@@ -155,11 +155,31 @@ pub fn request(method: &str, url: &str, host: &str, body: Option<&str>) -> Optio
 
 /// [`request`] with an `Origin` header, as a browser page would send.
 pub fn request_from(method: &str, url: &str, host: &str, origin: Option<&str>, body: Option<&str>) -> Option<Answer> {
+    request_as(method, url, host, origin, None, body)
+}
+
+/// [`request_from`] as an owner: `key` goes in `X-Kiln-Key`.
+pub fn request_as(
+    method: &str,
+    url: &str,
+    host: &str,
+    origin: Option<&str>,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Option<Answer> {
     let mut headers = vec![("host", host.to_owned()), ("content-type", "application/json".to_owned())];
     if let Some(o) = origin {
         headers.push(("origin", o.to_owned()));
     }
+    if let Some(k) = key {
+        headers.push(("x-kiln-key", k.to_owned()));
+    }
     send(method, url, &headers, body)
+}
+
+/// Everything the server wrote to stderr and stdout so far (its log).
+pub fn log_text(s: &Server) -> String {
+    std::fs::read_to_string(&s.log).unwrap_or_default()
 }
 
 /// One HTTP/1.1 request on a fresh connection, blocking; `None` if the
