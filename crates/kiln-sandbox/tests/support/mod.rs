@@ -68,7 +68,10 @@ fn build_env() -> Env {
     let envd_bin = target_dir().join("kiln-envd");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "kiln-envd", "--bin", "kiln-envd"])
+        // The whole workspace's binaries, as scripts/test builds them: one
+        // package alone resolves shared dependencies with other features and
+        // rebuilt them mid-run (kiln_testkit::built does the same).
+        .args(["build", "-q", "--workspace", "--bins"])
         .status()
         .expect("running cargo to build kiln-envd");
     assert!(status.success(), "building kiln-envd failed");
