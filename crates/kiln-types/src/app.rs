@@ -110,11 +110,7 @@ impl OwnerKey {
 impl FromStr for OwnerKey {
     type Err = OwnerKeyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let groups: Vec<&str> = s.split('-').collect();
-        let lens = [8, 4, 4, 4, 12];
-        let ok = groups.len() == 5
-            && groups.iter().zip(lens).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
-        if ok { Ok(OwnerKey(s.to_ascii_lowercase())) } else { Err(OwnerKeyError) }
+        if crate::session::is_uuid(s) { Ok(OwnerKey(s.to_ascii_lowercase())) } else { Err(OwnerKeyError) }
     }
 }
 

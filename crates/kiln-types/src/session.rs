@@ -22,14 +22,18 @@ impl SessionKey {
     }
 }
 
+/// A UUID in its canonical 8-4-4-4-12 hex form (what `crypto.randomUUID()`
+/// makes): the shape of session and owner keys.
+pub(crate) fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    groups.len() == 5 && groups.iter().zip(lens).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 impl FromStr for SessionKey {
     type Err = SessionKeyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let groups: Vec<&str> = s.split('-').collect();
-        let lens = [8, 4, 4, 4, 12];
-        let ok = groups.len() == 5
-            && groups.iter().zip(lens).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
-        if ok { Ok(SessionKey(s.to_ascii_lowercase())) } else { Err(SessionKeyError) }
+        if is_uuid(s) { Ok(SessionKey(s.to_ascii_lowercase())) } else { Err(SessionKeyError) }
     }
 }
 
